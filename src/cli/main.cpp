@@ -1,0 +1,48 @@
+#include <algorithm>
+#include <iostream>
+#include <memory>
+
+#include "cli/command.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace iomm::cli {
+std::vector<Command>& registry() {
+  static std::vector<Command> r;
+  return r;
+}
+}  // namespace iomm::cli
+
+int main(int argc, char** argv) {
+  using namespace iomm;
+  CLI::App app{"iomm: image-only masked-modeling pre-training of a UMM image generator (IOMM, CVPR 2026)"};
+  app.set_version_flag("--version", std::string("iomm ") + IOMM_VERSION);
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  auto& cmds = cli::registry();
+  std::sort(cmds.begin(), cmds.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  std::function<int()> action;
+  for (auto& c : cmds) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    auto run = std::make_shared<std::function<int()>>(c.setup(*sub));
+    sub->callback([run, &action] { action = *run; });
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    log::init(log_level);
+    return action ? action() : 0;
+  } catch (const iomm::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,14 @@
+// Logging with levels (spdlog). Library code calls spdlog::info/warn/... directly; the CLI sets the level.
+#pragma once
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace iomm::log {
+
+// level: trace|debug|info|warn|error. Also honours IOMM_LOG_LEVEL when `level` is empty.
+void init(const std::string& level);
+// Mirrors every message into `path` as well (e.g. RUN/train.log); appends.
+void add_file(const std::string& path);
+
+}  // namespace iomm::log
