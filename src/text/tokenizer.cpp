@@ -561,19 +561,28 @@ AddedToken added_from_json(const json& t, int32_t id, const std::string& where) 
   return a;
 }
 
-// tokenizers gives an added token that is also in the model vocabulary the model's id.
+// Ids as tokenizers assigns them when it loads added tokens (AddedVocabulary::add_tokens): a content already
+// known keeps its id (model vocabulary included); a new one gets the next id counting from the number of model
+// tokens. The id written in the file is only a check, as in tokenizers (it warns too).
 void add_tokens(Tokenizer::Impl& m, std::vector<AddedToken> tokens) {
-  std::unordered_set<std::string> seen;
+  std::unordered_map<std::string, size_t> index;  // content -> position in m.added
+  int32_t next_id = static_cast<int32_t>(m.vocab.size());
   for (AddedToken& t : tokens) {
     if (t.content.empty()) continue;
-    auto it = m.vocab.find(t.content);
-    if (it != m.vocab.end() && it->second != t.id) {
-      spdlog::warn("{}: added token \"{}\" has id {} but the vocabulary gives it {}; using {}", m.source, t.content,
-                   t.id, it->second, it->second);
-      t.id = it->second;
+    int32_t expected = t.id;
+    if (auto it = index.find(t.content); it != index.end()) {
+      t.id = m.added[it->second].id;
+      m.added[it->second] = t;  // a repeated content: the later flags win
+      continue;
     }
-    if (t.id < 0) fail("{}: added token \"{}\" has no valid id", m.source, t.content);
-    if (!seen.insert(t.content).second) continue;
+    if (auto it = m.vocab.find(t.content); it != m.vocab.end())
+      t.id = it->second;
+    else
+      t.id = next_id++;
+    if (expected >= 0 && expected != t.id)
+      spdlog::warn("{}: added token \"{}\" is listed with id {} but gets id {} (as in Hugging Face tokenizers)",
+                   m.source, t.content, expected, t.id);
+    index[t.content] = m.added.size();
     m.added.push_back(std::move(t));
   }
 }

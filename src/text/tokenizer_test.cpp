@@ -59,8 +59,8 @@ const std::vector<std::pair<std::string, std::string>> kMerges = {
 
 struct Ids {
   static constexpr int32_t ll = 256, he = 257, hell = 258, hello = 259, Gw = 260, orr = 261, el = 262, aa = 263,
-                           sp2 = 265, xyz = 266, im_start = 300, im_end = 301, img = 302, mask = 303, rstr = 304,
-                           word = 305, cafe = 306;
+                           sp2 = 265, xyz = 266, im_start = 267, im_end = 268, img = 269, mask = 270, rstr = 271,
+                           word = 272, cafe = 273;
 };
 
 json tiny_json(bool merges_as_pairs = true) {
@@ -279,7 +279,20 @@ TEST(TokenizerVocab, LooksUpTokensAndIds) {
   EXPECT_EQ(t.id_to_token(' '), "Ġ");
   EXPECT_EQ(t.id_to_token(Ids::im_start), "<|im_start|>");
   EXPECT_EQ(t.vocab_size(), Ids::cafe + 1);
-  EXPECT_THROW(t.id_to_token(290), Error);  // a gap in the ids
+  EXPECT_THROW(t.id_to_token(Ids::cafe + 1), Error);
+  EXPECT_THROW(t.id_to_token(-1), Error);
+}
+
+TEST(TokenizerLoad, AddedTokenIdsFollowTokenizers) {
+  // tokenizers ignores the listed id: new contents are numbered on from the model vocabulary's size, and a
+  // content that is already a model token keeps that token's id.
+  json j = tiny_json();
+  j["added_tokens"][0]["id"] = 999;
+  j["added_tokens"].push_back({{"id", 5}, {"content", "hello"}, {"special", true}, {"normalized", false}});
+  Tokenizer t = load_json(j, "ids");
+  EXPECT_EQ(t.token_to_id("<|im_start|>"), Ids::im_start);
+  EXPECT_EQ(t.token_to_id("hello"), Ids::hello);
+  EXPECT_EQ(t.decode(t.encode("hello<|im_start|>"), /*skip_special_tokens=*/true), "");
 }
 
 TEST(TokenizerLoad, VocabAndMergesDirectoryGivesTheSameIds) {
