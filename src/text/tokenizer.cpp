@@ -4,6 +4,7 @@
 #include <unicode/normalizer2.h>
 #include <unicode/regex.h>
 #include <unicode/uchar.h>
+#include <unicode/uniset.h>
 #include <unicode/unistr.h>
 #include <unicode/utf8.h>
 
@@ -105,12 +106,22 @@ icu::UnicodeString to_icu(std::string_view s) {
   return icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
 }
 
+// NFC as Hugging Face `tokenizers` does it: its normalizer (the unicode-normalization-alignments crate) has
+// Unicode 9.0 tables, so characters assigned later are left alone (no decomposition, combining class 0: they
+// stop canonical reordering). ICU's NFC filtered to the characters of Unicode <= 9.0 behaves the same; plain
+// ICU NFC (Unicode 15) would, e.g., move U+032E after a Gunjala Gondi virama (Unicode 11) where tokenizers does not.
 const icu::Normalizer2& nfc_normalizer() {
-  UErrorCode st = U_ZERO_ERROR;
-  const icu::Normalizer2* n = icu::Normalizer2::getNFCInstance(st);
-  if (U_FAILURE(st)) fail("ICU: cannot load the NFC normalizer data ({}); is libicu's data library installed?",
-                          u_errorName(st));
-  return *n;
+  static const icu::Normalizer2* filtered = [] {
+    UErrorCode st = U_ZERO_ERROR;
+    const icu::Normalizer2* base = icu::Normalizer2::getNFCInstance(st);
+    if (U_FAILURE(st))
+      fail("ICU: cannot load the NFC normalizer data ({}); is libicu's data library installed?", u_errorName(st));
+    auto* unicode9 = new icu::UnicodeSet(UNICODE_STRING_SIMPLE("[:age=9.0:]"), st);  // lives for the process
+    if (U_FAILURE(st)) fail("ICU: cannot build the Unicode 9.0 character set: {}", u_errorName(st));
+    unicode9->freeze();
+    return new icu::FilteredNormalizer2(*base, *unicode9);
+  }();
+  return *filtered;
 }
 
 std::string nfc(std::string_view s) {

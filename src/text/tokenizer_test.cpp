@@ -215,6 +215,11 @@ TEST(TokenizerEncode, NormalizesToNfc) {
   const Tokenizer& t = tiny();
   EXPECT_EQ(t.encode("e\xCC\x81"), t.encode("\xC3\xA9"));
   EXPECT_EQ(t.encode("\xC3\xA9"), (std::vector<int32_t>{0xC3, 0xA9}));
+  // Canonical reordering (U+0327 has class 202 < 230), then composition: a U+0301 U+0327 -> U+00E1 U+0327.
+  EXPECT_EQ(t.encode("a\xCC\x81\xCC\xA7"), t.encode("\xC3\xA1\xCC\xA7"));
+  // As in tokenizers (Unicode 9.0 tables), a later character is not reordered: U+032E (class 220) stays before
+  // the Gunjala Gondi virama U+11D97 (Unicode 11, class 9).
+  EXPECT_EQ(t.encode("\xCC\xAE\xF0\x91\xB6\x97"), bytes_of("\xCC\xAE\xF0\x91\xB6\x97"));
 }
 
 TEST(TokenizerEncode, RejectsInvalidUtf8) {

@@ -79,7 +79,9 @@ def fragment(rng, extra_bits=()):
 
 def fuzz_strings(n, seed, extra_bits=()):
     rng = random.Random(seed)
-    out = ["", " ", "Hello world", " Hello world", "<|im_start|>user\n", "don't STOP", "a\r\n\r\nb", "x  \n  y"]
+    out = ["", " ", "Hello world", " Hello world", "<|im_start|>user\n", "don't STOP", "a\r\n\r\nb", "x  \n  y",
+           # tokenizers' NFC has Unicode 9.0 tables: later marks (U+11D97, Unicode 11) are not reordered.
+           "\u032e\U00011d97", "a\u0301\u0327", "\U00016ff0\u033a\u0301", "<img>\u0301x"]
     while len(out) < n:
         out.append("".join(fragment(rng, extra_bits) for _ in range(rng.randint(1, 12))))
     return out
@@ -193,11 +195,13 @@ def test_decode_matches_tokenizers(iomm, qwen_like, tmp_path):
         got = [json.loads(line) for line in out]
         want = tok.decode_batch(ids, skip_special_tokens=skip)
         assert_same_ids(strings, got, want, f"decode(skip_special_tokens={skip})")
-    # Round trip: decoding gives back the NFC text (NFC applies to the text between added tokens).
+    # Round trip: decoding gives back the normalized text (tokenizers' NFC: Unicode 9.0 tables; it applies to the
+    # text between added tokens, so only strings without them are compared).
     plain = [s for s in strings if not any(t in s for t in QWEN_ADDED)]
     got = [json.loads(line) for line in lines(iomm("tokenize", "--tokenizer", path, "--file", f, "--decode").stdout)]
     back = dict(zip(strings, got))
-    assert all(back[s] == unicodedata.normalize("NFC", s) for s in plain)
+    bad = [s for s in plain if back[s] != tok.normalizer.normalize_str(s)]
+    assert not bad and len(plain) > 1000, bad[:5]
 
 
 def test_vocab_merges_layout(iomm, qwen_like, tmp_path):
