@@ -154,6 +154,7 @@ void regex_split(const icu::RegexPattern& pattern, std::string_view text, std::v
   UErrorCode st = U_ZERO_ERROR;
   std::unique_ptr<icu::RegexMatcher> m(pattern.matcher(u, st));
   if (U_FAILURE(st)) fail("ICU: cannot create a regex matcher: {}", u_errorName(st));
+  m->setStackLimit(0, st);  // ICU's default 8 MB backtrack stack overflows on very long runs (1M spaces)
   auto emit = [&](int32_t b, int32_t e) {
     if (b >= e) return;
     std::string piece;

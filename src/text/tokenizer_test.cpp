@@ -189,6 +189,15 @@ TEST(TokenizerEncode, PreTokenizesWithTheQwen2Regex) {
   EXPECT_EQ(t.encode("el'LL"), (std::vector<int32_t>{Ids::el, '\'', 'L', 'L'}));
 }
 
+TEST(TokenizerEncode, HandlesVeryLongRuns) {
+  // 999,999 spaces (the last one goes with "x"): ICU's default regex backtrack stack would overflow here.
+  std::vector<int32_t> ids = tiny().encode(std::string(1000000, ' ') + "x");
+  ASSERT_EQ(ids.size(), 499999u + 1 + 2);
+  EXPECT_EQ(ids.front(), Ids::sp2);
+  EXPECT_EQ(ids[499999], ' ');
+  EXPECT_EQ(ids.back(), 'x');
+}
+
 TEST(TokenizerEncode, SplitsOnAddedTokensFirst) {
   const Tokenizer& t = tiny();
   std::vector<int32_t> want = {Ids::im_start, 'u', 's', 'e', 'r', '\n', Ids::hello, Ids::im_end};
