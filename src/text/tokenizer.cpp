@@ -37,6 +37,8 @@ constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}
 // The BPE cache follows `tokenizers`: at most 10,000 pieces, each shorter than 256 bytes.
 constexpr size_t kCacheCapacity = 10000;
 constexpr size_t kCacheMaxPieceBytes = 256;
+// Ids index dense tables; real vocabularies stay far below this.
+constexpr int64_t kMaxId = int64_t{1} << 24;
 
 // ---- UTF-8 helpers (ICU's macros do the decoding) ----
 
@@ -535,8 +537,8 @@ void build_model(Tokenizer::Impl& m, const json& vocab, const std::vector<std::p
   if (!vocab.is_object()) fail("{}: the vocabulary ({}) must be a JSON object {{token: id}}", m.source, where);
   m.vocab.reserve(vocab.size());
   for (const auto& [tok, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      fail("{}: vocabulary entry \"{}\" has id {}, expected a non-negative integer", m.source, tok, id.dump());
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxId)
+      fail("{}: vocabulary entry \"{}\" has id {}, expected an integer in [0, {})", m.source, tok, id.dump(), kMaxId);
     m.vocab[tok] = id.get<int32_t>();
   }
   m.merges.reserve(merges.size());
@@ -591,6 +593,7 @@ void add_tokens(Tokenizer::Impl& m, std::vector<AddedToken> tokens) {
       t.id = it->second;
     else
       t.id = next_id++;
+    if (t.id >= kMaxId) fail("{}: added token \"{}\" would get id {}, beyond {}", m.source, t.content, t.id, kMaxId);
     if (expected >= 0 && expected != t.id)
       spdlog::warn("{}: added token \"{}\" is listed with id {} but gets id {} (as in Hugging Face tokenizers)",
                    m.source, t.content, expected, t.id);
@@ -817,6 +820,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   const Impl& m = *impl_;
+  if (text.size() > static_cast<size_t>(INT32_MAX))  // ICU strings and offsets are 32-bit
+    fail("tokenizer: the input text has {} bytes; split it into pieces below 2 GiB", text.size());
   size_t bad = invalid_utf8_at(text);
   if (bad != std::string_view::npos)
     fail("tokenizer: the input text is not valid UTF-8 (byte {} of {}); re-encode the text as UTF-8", bad,

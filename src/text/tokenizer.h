@@ -1,5 +1,7 @@
 // Byte-level BPE tokenizer (Qwen2 / GPT-2 family) that gives the same ids as Hugging Face `tokenizers` on the
 // same tokenizer.json. Pipeline: split on added tokens -> NFC -> regex pre-split (ICU) -> byte-level map -> BPE.
+// NFC uses Unicode 9.0 data, as tokenizers does. Known gap: the regex runs on ICU 72 (Unicode 15.0) while
+// tokenizers' Oniguruma knows Unicode 16, so letters/digits assigned after 15.0 may split differently.
 #pragma once
 #include <array>
 #include <cstdint>
