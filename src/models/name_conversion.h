@@ -4,6 +4,12 @@
 //   Qwen2Model                *                             (no prefix, no head)
 //   InternVL3 original        language_model.model.*, language_model.lm_head.*
 //   InternVL3 -hf             model.language_model.*, lm_head.*
+// and for the rest of InternVL3 (iomm's names = the ORIGINAL checkpoint names):
+//   original                  vision_model.*, mlp1.{0,1,3}.*, language_model.{model,lm_head}.*
+//   -hf, legacy save          vision_tower.*, multi_modal_projector.*, language_model.{model,lm_head}.*
+//   -hf, transformers ≥4.52   model.vision_tower.*, model.multi_modal_projector.*, model.language_model.*, lm_head.*
+// The -hf vision names differ inside the tower too (encoder.layer.N, split q/k/v, lambda_1, ...; research mllm.md
+// §2.2); they are converted back to the original ones.
 #pragma once
 #include <map>
 #include <string>
@@ -16,5 +22,14 @@ using TensorMap = std::map<std::string, at::Tensor>;
 
 // The Qwen2 LLM's tensors in Qwen2ForCausalLM names; tensors of other parts (vision tower, projector) are left out.
 TensorMap qwen2_names(const TensorMap& checkpoint);
+
+// The vision tower's tensors in iomm's InternViT names (embeddings.*, encoder.layers.N.*, no prefix), from a whole
+// InternVL checkpoint of any layout above (other parts are left out) or a stand-alone tower (no prefix, either
+// naming). The -hf split attention.{q,k,v}_proj are fused into attn.qkv (rows q, k, v).
+TensorMap internvit_names(const TensorMap& checkpoint);
+
+// A whole InternVL checkpoint in iomm's (original) names: vision_model.*, mlp1.*, language_model.model.*,
+// language_model.lm_head.*. Tensors that belong to no known part keep their names (so that loading reports them).
+TensorMap internvl_names(const TensorMap& checkpoint);
 
 }  // namespace iomm
