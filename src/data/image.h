@@ -41,4 +41,29 @@ std::vector<uint8_t> encode_png(const Image& img);
 // Atomic: writes `path`.tmp-<pid> and renames it over `path`.
 void write_png(const Image& img, const std::string& path);
 
+// ---- colour conversions (Pillow's Image.convert) ----
+Image to_rgb(const Image& img);   // gray replicated; alpha dropped, not composited
+Image to_rgba(const Image& img);  // alpha 255 where there was none
+Image to_gray(const Image& img);  // ITU-R 601-2 luma, Pillow's fixed-point rounding; alpha dropped
+
+// ---- geometry ----
+// EXIF orientation values 1..8 (TIFF tag 0x0112); out-of-range values leave the image unchanged.
+Image apply_exif_orientation(const Image& img, int orientation);
+
+enum class Resample { Nearest, Bilinear, Bicubic };
+Resample parse_resample(const std::string& name);  // "nearest" | "bilinear" | "bicubic"
+
+// Pillow's Image.resize((w, h), resample): separable, antialiased (support scaled by the downscale factor),
+// bicubic a = -0.5, 22-bit fixed-point weights, 8-bit intermediate after the horizontal pass. RGBA is
+// premultiplied around the filter like Pillow (RGBA -> RGBa -> RGBA). Bit-exact with Pillow.
+Image resize(const Image& img, int width, int height, Resample filter);
+
+// torchvision CenterCrop((h, w)): offsets round((H - h) / 2) with Python's half-to-even rounding; a crop
+// larger than the image is zero-padded first, as torchvision does.
+Image center_crop(const Image& img, int width, int height);
+
+// torchvision Resize(size) (shorter side -> size, longer side int(size * long / short)) then CenterCrop(size):
+// the paper's square preprocessing.
+Image resize_shorter_side_center_crop(const Image& img, int size, Resample filter);
+
 }  // namespace iomm
