@@ -1,7 +1,10 @@
-// `iomm image convert IN OUT.png`: decode any supported image (EXIF orientation applied), optionally resize or
-// shorter-side-resize + centre-crop, and write a PNG. A user tool, and the hook for the conformance tests.
+// `iomm image convert IN OUT.png` (or `IN... --out-dir DIR`): decode any supported image (EXIF orientation
+// applied), optionally resize or shorter-side-resize + centre-crop, and write PNGs. A user tool, and the hook
+// for the conformance tests (the batch form saves the binary's start-up per image).
+#include <filesystem>
 #include <memory>
 #include <regex>
+#include <set>
 
 #include "cli/command.h"
 #include "core/error.h"
@@ -11,7 +14,8 @@
 namespace {
 
 struct ConvertArgs {
-  std::string in, out, resize, filter = "bicubic", mode = "keep";
+  std::vector<std::string> paths;
+  std::string out_dir, resize, filter = "bicubic", mode = "keep";
   int center_crop = 0;
 };
 
@@ -26,12 +30,10 @@ std::pair<int, int> parse_size(const std::string& s) {
   return {w, h};
 }
 
-int run_convert(const ConvertArgs& a) {
+void convert_one(const ConvertArgs& a, const std::string& in, const std::string& out) {
   using namespace iomm;
-  if (!a.resize.empty() && a.center_crop > 0)
-    fail("--resize and --center-crop are exclusive: --center-crop N already resizes the shorter side to N");
   Resample filter = parse_resample(a.filter);
-  Image img = decode_image(a.in);
+  Image img = decode_image(in);
   if (a.mode == "rgb") img = to_rgb(img);
   else if (a.mode == "rgba") img = to_rgba(img);
   else if (a.mode == "gray") img = to_gray(img);
@@ -41,9 +43,30 @@ int run_convert(const ConvertArgs& a) {
   } else if (a.center_crop > 0) {
     img = resize_shorter_side_center_crop(img, a.center_crop, filter);
   }
-  write_png(img, a.out);
-  spdlog::info("{} -> {} ({}x{}, {} channel{})", a.in, a.out, img.width, img.height, img.channels,
+  write_png(img, out);
+  spdlog::info("{} -> {} ({}x{}, {} channel{})", in, out, img.width, img.height, img.channels,
                img.channels == 1 ? "" : "s");
+}
+
+int run_convert(const ConvertArgs& a) {
+  using namespace iomm;
+  namespace fs = std::filesystem;
+  if (!a.resize.empty() && a.center_crop > 0)
+    fail("--resize and --center-crop are exclusive: --center-crop N already resizes the shorter side to N");
+  if (a.out_dir.empty()) {
+    if (a.paths.size() != 2)
+      fail("image convert: give IN OUT.png, or several inputs with --out-dir DIR (got {} paths)", a.paths.size());
+    convert_one(a, a.paths[0], a.paths[1]);
+    return 0;
+  }
+  fs::create_directories(a.out_dir);
+  std::set<std::string> seen;
+  for (const std::string& in : a.paths) {
+    std::string out = (fs::path(a.out_dir) / fs::path(in).stem()).string() + ".png";
+    if (!seen.insert(out).second)
+      fail("{}: another input also maps to {}; rename one of them or convert them separately", in, out);
+    convert_one(a, in, out);
+  }
   return 0;
 }
 
@@ -52,9 +75,10 @@ iomm::cli::Register reg{{"image", "Image utilities (decode, resize, centre-crop)
     app.require_subcommand(1);
     auto args = std::make_shared<ConvertArgs>();
     CLI::App* conv = app.add_subcommand(
-        "convert", "Decode IN (JPEG/PNG/WebP, EXIF orientation applied) and write OUT as PNG");
-    conv->add_option("in", args->in, "input image")->required()->check(CLI::ExistingFile);
-    conv->add_option("out", args->out, "output PNG path")->required();
+        "convert", "Decode IN (JPEG/PNG/WebP, EXIF orientation applied) and write OUT as PNG; with --out-dir, "
+                   "every positional is an input and DIR/<stem>.png the output");
+    conv->add_option("paths", args->paths, "IN OUT.png, or IN... with --out-dir")->required();
+    conv->add_option("--out-dir", args->out_dir, "write DIR/<input stem>.png for every input");
     conv->add_option("--resize", args->resize, "resize to WIDTHxHEIGHT (Pillow Image.resize)");
     conv->add_option("--center-crop", args->center_crop,
                      "resize the shorter side to N, then centre-crop NxN (torchvision Resize + CenterCrop)")

@@ -688,9 +688,24 @@ Image resize(const Image& img, int width, int height, Resample filter) {
   if (filter == Resample::Nearest) return resize_nearest(img, width, height);
   bool alpha = img.channels == 4;
   Image cur = alpha ? premultiply(img) : img;
-  // Horizontal pass first, then vertical, each skipped when that axis keeps its size (as in Pillow).
-  if (width != cur.width) cur = resample_horizontal(cur, width, precompute_coeffs(cur.width, width, filter));
-  if (height != cur.height) cur = resample_vertical(cur, height, precompute_coeffs(cur.height, height, filter));
+  // Two 8-bit passes, each skipped when its axis keeps its size. The pass order changes the rounding, so it
+  // follows Pillow 13: vertical first when the height shrinks by more than twice as many pixels as the width
+  // does (found by experiment against Pillow 13.0: no mismatch over thousands of size combinations), else
+  // horizontal first.
+  bool vertical_first = height < img.height && (img.height - height) > 2 * (img.width - width);
+  auto horizontal = [&] {
+    if (width != cur.width) cur = resample_horizontal(cur, width, precompute_coeffs(cur.width, width, filter));
+  };
+  auto vertical = [&] {
+    if (height != cur.height) cur = resample_vertical(cur, height, precompute_coeffs(cur.height, height, filter));
+  };
+  if (vertical_first) {
+    vertical();
+    horizontal();
+  } else {
+    horizontal();
+    vertical();
+  }
   if (alpha) unpremultiply(cur);
   return cur;
 }

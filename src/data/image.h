@@ -54,7 +54,8 @@ enum class Resample { Nearest, Bilinear, Bicubic };
 Resample parse_resample(const std::string& name);  // "nearest" | "bilinear" | "bicubic"
 
 // Pillow's Image.resize((w, h), resample): separable, antialiased (support scaled by the downscale factor),
-// bicubic a = -0.5, 22-bit fixed-point weights, 8-bit intermediate after the horizontal pass. RGBA is
+// bicubic a = -0.5, 22-bit fixed-point weights, 8-bit intermediate between the passes (ordered as in
+// Pillow 13). RGBA is
 // premultiplied around the filter like Pillow (RGBA -> RGBa -> RGBA). Bit-exact with Pillow.
 Image resize(const Image& img, int width, int height, Resample filter);
 

@@ -215,6 +215,17 @@ TEST(ImageResize, KnownSmallCasesFromPillow) {
             (std::vector<uint8_t>{10, 30, 250}));
   EXPECT_EQ(resize(gray_row({10, 200, 30, 40, 250}), 8, 1, Resample::Nearest).pixels,
             (std::vector<uint8_t>{10, 10, 200, 30, 30, 40, 250, 250}));
+  // 13 -> 4 rows shrinks the height by more than twice the width's 7 -> 5, so Pillow 13 runs the vertical pass
+  // first; horizontal-first would give 126, 114, 88, 102, 162 at these positions instead.
+  Image tall(7, 13, 1);
+  tall.pixels = {97,  84,  192, 103, 200, 147, 32,  129, 104, 144, 148, 145, 146, 223, 85,  22,  176, 190,
+                 116, 210, 72,  182, 168, 104, 200, 241, 68,  7,   158, 205, 26,  154, 183, 10,  160, 85,
+                 32,  96,  141, 45,  77,  164, 15,  112, 217, 183, 225, 95,  251, 13,  103, 183, 214, 187,
+                 185, 21,  103, 119, 193, 116, 169, 234, 135, 153, 129, 78,  71,  225, 95,  82,  104, 185,
+                 181, 48,  11,  55,  10,  37,  121, 210, 188, 49,  180, 67,  114, 51,  202, 205, 194, 128, 206};
+  EXPECT_EQ(resize(tall, 5, 4, Resample::Bilinear).pixels,
+            (std::vector<uint8_t>{111, 125, 157, 157, 120, 111, 113, 157, 123, 114,
+                                  89,  144, 150, 163, 121, 101, 155, 138, 113, 101}));
   // Half-transparent RGBA goes through Pillow's premultiplied round trip: (100,50,200)@128 -> (99,49,199).
   Image out = resize(constant_image(6, 6, {100, 50, 200, 128}), 3, 4, Resample::Bilinear);
   EXPECT_EQ(std::vector<uint8_t>(out.pixels.begin(), out.pixels.begin() + 4), (std::vector<uint8_t>{99, 49, 199, 128}));
