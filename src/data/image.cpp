@@ -33,6 +33,18 @@ bool operator==(const Image& a, const Image& b) {
   return a.width == b.width && a.height == b.height && a.channels == b.channels && a.pixels == b.pixels;
 }
 
+namespace {
+// Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS (DecompressionBombError); so do we, before allocating.
+constexpr uint64_t kMaxPixels = 2ull * (1024ull * 1024 * 1024 / 4 / 3);
+
+bool too_many_pixels(uint64_t w, uint64_t h) { return w * h > kMaxPixels; }
+
+[[noreturn]] void fail_too_large(const std::string& name, uint64_t w, uint64_t h) {
+  fail("{}: {}x{} is {} pixels, over the limit of {} (Pillow's decompression-bomb limit); downscale the file "
+       "or remove it", name, w, h, w * h, kMaxPixels);
+}
+}  // namespace
+
 // ---------------------------------------------------------------- PNG
 // libpng reports errors by longjmp. All state that must survive the jump lives in a struct reached through
 // a pointer that is never reassigned after setjmp, and the C++ exception is thrown only after returning.
@@ -52,6 +64,8 @@ struct PngReader {
   std::vector<uint8_t> wide;       // 16-bit gray samples before clipping
   std::vector<png_bytep> rows;
   bool pixels_done = false;        // a broken chunk after the pixel data (e.g. missing IEND) is tolerated
+  bool too_large = false;
+  png_uint_32 w = 0, h = 0;
 
   ~PngReader() {
     if (png) png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
@@ -79,10 +93,13 @@ bool png_decode(PngReader* r) {
   // Files in the wild often carry a bad sRGB/iCCP profile; Pillow ignores them, so does this.
   png_set_benign_errors(r->png, 1);
   png_read_info(r->png, r->info);
-  png_uint_32 w = 0, h = 0;
   int depth = 0, color = 0;
-  png_get_IHDR(r->png, r->info, &w, &h, &depth, &color, nullptr, nullptr, nullptr);
-  if (w > (1u << 16) || h > (1u << 16)) png_error(r->png, "image larger than 65536 pixels on a side");
+  png_get_IHDR(r->png, r->info, &r->w, &r->h, &depth, &color, nullptr, nullptr, nullptr);
+  if (too_many_pixels(r->w, r->h)) {
+    r->too_large = true;
+    return false;
+  }
+  const png_uint_32 w = r->w, h = r->h;
 
   r->gray16 = (color == PNG_COLOR_TYPE_GRAY && depth == 16);
   if (color == PNG_COLOR_TYPE_PALETTE) {
@@ -138,7 +155,10 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, Orie
   if (!r.png) fail("{}: cannot allocate a PNG decoder (out of memory?)", name);
   r.info = png_create_info_struct(r.png);
   if (!r.info) fail("{}: cannot allocate a PNG decoder (out of memory?)", name);
-  if (!png_decode(&r)) fail("{}: invalid or corrupt PNG ({}); re-encode or remove the file", name, r.error);
+  if (!png_decode(&r)) {
+    if (r.too_large) fail_too_large(name, r.w, r.h);
+    fail("{}: invalid or corrupt PNG ({}); re-encode or remove the file", name, r.error);
+  }
   if (r.gray16) {
     // Big-endian 16-bit samples; Pillow's I;16 -> L conversion clips instead of scaling.
     for (size_t i = 0; i < r.out.pixels.size(); ++i) {
@@ -258,6 +278,7 @@ struct JpegReader {
   bool created = false;
   Image out;
   bool cmyk = false;
+  bool too_large = false;
   std::vector<uint8_t> scanline;
   OrientationSources meta;
   ~JpegReader() {
@@ -276,6 +297,10 @@ bool jpeg_decode(JpegReader* r, const uint8_t* data, size_t size) {
   jpeg_mem_src(&r->cinfo, data, static_cast<unsigned long>(size));
   jpeg_save_markers(&r->cinfo, JPEG_APP0 + 1, 0xFFFF);
   jpeg_read_header(&r->cinfo, TRUE);
+  if (too_many_pixels(r->cinfo.image_width, r->cinfo.image_height)) {
+    r->too_large = true;
+    return false;
+  }
 
   // Pillow concatenates every "Exif\0\0" APP1 segment (after the first, without the prefix) and takes the
   // last XMP packet.
@@ -336,8 +361,10 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, Ori
   r.cinfo.err = jpeg_std_error(&r.err.pub);
   r.err.pub.error_exit = jpeg_error_exit;
   r.err.pub.emit_message = jpeg_emit_message;
-  if (!jpeg_decode(&r, data, size))
+  if (!jpeg_decode(&r, data, size)) {
+    if (r.too_large) fail_too_large(name, r.cinfo.image_width, r.cinfo.image_height);
     fail("{}: invalid or corrupt JPEG ({}); re-encode or remove the file", name, r.err.message);
+  }
   if (r.err.truncated)
     fail("{}: JPEG is truncated (the data ends before the image does); re-download or remove the file", name);
   *meta = std::move(r.meta);
@@ -348,6 +375,8 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, Ori
 // Pillow decodes every WebP through WebPAnimDecoder (the first frame of an animation) and calls it RGBA when
 // the container's ALPHA flag is set, RGB otherwise.
 Image decode_webp(const uint8_t* data, size_t size, const std::string& name, OrientationSources* meta) {
+  int cw = 0, ch = 0;
+  if (WebPGetInfo(data, size, &cw, &ch) && too_many_pixels(cw, ch)) fail_too_large(name, cw, ch);
   WebPData wd{data, size};
   WebPAnimDecoderOptions opts;
   if (!WebPAnimDecoderOptionsInit(&opts)) fail("{}: libwebp version mismatch", name);

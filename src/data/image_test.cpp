@@ -12,6 +12,7 @@
 
 #include <cstdio>  // jpeglib.h needs FILE first
 #include <jpeglib.h>
+#include <zlib.h>  // crc32, to forge a PNG header
 
 using namespace iomm;
 
@@ -110,6 +111,24 @@ TEST(ImageDecode, CorruptFileErrorNamesTheFile) {
     EXPECT_NE(std::string(e.what()).find("PNG"), std::string::npos) << e.what();
   }
   std::filesystem::remove(path);
+}
+
+TEST(ImageDecode, DecompressionBombIsRefusedBeforeAllocating) {
+  std::vector<uint8_t> png = encode_png(random_image(4, 4, 1, 1));
+  // IHDR data starts at byte 16: width, height big-endian; then its CRC over type + data at byte 29.
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) png[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+  };
+  put32(16, 20000);
+  put32(20, 20000);
+  put32(29, static_cast<uint32_t>(crc32(0, png.data() + 12, 17)));
+  try {
+    decode_image_bytes(png.data(), png.size(), "bomb.png");
+    FAIL() << "no error for a 400-megapixel header";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bomb.png"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("20000x20000"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ImageDecode, UnknownFormatAndMissingFile) {
@@ -216,7 +235,7 @@ TEST(ImageResize, KnownSmallCasesFromPillow) {
   EXPECT_EQ(resize(gray_row({10, 200, 30, 40, 250}), 8, 1, Resample::Nearest).pixels,
             (std::vector<uint8_t>{10, 10, 200, 30, 30, 40, 250, 250}));
   // 13 -> 4 rows shrinks the height by more than twice the width's 7 -> 5, so Pillow 13 runs the vertical pass
-  // first; horizontal-first would give 126, 114, 88, 102, 162 at these positions instead.
+  // first; horizontal-first would give 126, 114, 88, 162, 102 at these positions instead.
   Image tall(7, 13, 1);
   tall.pixels = {97,  84,  192, 103, 200, 147, 32,  129, 104, 144, 148, 145, 146, 223, 85,  22,  176, 190,
                  116, 210, 72,  182, 168, 104, 200, 241, 68,  7,   158, 205, 26,  154, 183, 10,  160, 85,
