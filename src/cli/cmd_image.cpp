@@ -59,14 +59,15 @@ int run_convert(const ConvertArgs& a) {
     convert_one(a, a.paths[0], a.paths[1]);
     return 0;
   }
-  fs::create_directories(a.out_dir);
+  std::vector<std::string> outs;
   std::set<std::string> seen;
   for (const std::string& in : a.paths) {
-    std::string out = (fs::path(a.out_dir) / fs::path(in).stem()).string() + ".png";
-    if (!seen.insert(out).second)
-      fail("{}: another input also maps to {}; rename one of them or convert them separately", in, out);
-    convert_one(a, in, out);
+    outs.push_back((fs::path(a.out_dir) / fs::path(in).stem()).string() + ".png");
+    if (!seen.insert(outs.back()).second)
+      fail("{}: another input also maps to {}; rename one of them or convert them separately", in, outs.back());
   }
+  fs::create_directories(a.out_dir);
+  for (size_t i = 0; i < a.paths.size(); ++i) convert_one(a, a.paths[i], outs[i]);
   return 0;
 }
 

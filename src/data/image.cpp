@@ -16,7 +16,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <regex>
 
 #include "core/error.h"
@@ -488,10 +487,15 @@ Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& na
 }
 
 Image decode_image(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, not an image file", path);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) fail("{}: cannot open image (missing file or no read permission)", path);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) fail("{}: read error", path);
+  std::streamoff size = f.tellg();
+  if (size < 0) fail("{}: cannot determine the file size (not a regular file?)", path);
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  f.seekg(0);
+  if (!f.read(reinterpret_cast<char*>(bytes.data()), size)) fail("{}: read error", path);
   return decode_image_bytes(bytes.data(), bytes.size(), path);
 }
 
