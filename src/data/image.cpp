@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cmath>
 #include <csetjmp>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -58,8 +57,6 @@ struct PngReader {
   png_infop info = nullptr;
   Image out;
   bool gray16 = false;             // Pillow opens these as I;16 and converts to L by clipping at 255
-  std::vector<uint8_t> exif;       // eXIf chunk payload (TIFF header first), if any
-  std::string xmp;                 // iTXt "XML:com.adobe.xmp", where Pillow also looks for the orientation
   std::vector<uint8_t> wide;       // 16-bit gray samples before clipping
   std::vector<png_bytep> rows;
   bool pixels_done = false;        // a broken chunk after the pixel data (e.g. missing IEND) is tolerated
@@ -127,16 +124,6 @@ bool png_decode(PngReader* r) {
   png_read_image(r->png, r->rows.data());
   r->pixels_done = true;
   png_read_end(r->png, r->info);
-
-  png_uint_32 exif_len = 0;
-  png_bytep exif = nullptr;
-  if (png_get_eXIf_1(r->png, r->info, &exif_len, &exif) && exif_len > 0) r->exif.assign(exif, exif + exif_len);
-  png_textp text = nullptr;
-  int num_text = 0;
-  png_get_text(r->png, r->info, &text, &num_text);
-  for (int i = 0; i < num_text; ++i)
-    if (std::strcmp(text[i].key, "XML:com.adobe.xmp") == 0 && text[i].text)
-      r->xmp.assign(text[i].text, text[i].itxt_length ? text[i].itxt_length : text[i].text_length);
   return true;
 }
 
@@ -158,6 +145,16 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, Orie
     if (r.too_large) fail_too_large(name, r.w, r.h);
     fail("{}: invalid or corrupt PNG ({}); re-encode or remove the file", name, r.error);
   }
+  // eXIf and XMP text, from before or after the pixel data (libpng collects both into `info`).
+  png_uint_32 exif_len = 0;
+  png_bytep exif = nullptr;
+  if (png_get_eXIf_1(r.png, r.info, &exif_len, &exif) && exif_len > 0) meta->exif.assign(exif, exif + exif_len);
+  png_textp text = nullptr;
+  int num_text = 0;
+  png_get_text(r.png, r.info, &text, &num_text);
+  for (int i = 0; i < num_text; ++i)
+    if (std::strcmp(text[i].key, "XML:com.adobe.xmp") == 0 && text[i].text)
+      meta->xmp.assign(text[i].text, text[i].itxt_length ? text[i].itxt_length : text[i].text_length);
   if (r.gray16) {
     // Big-endian 16-bit samples; Pillow's I;16 -> L conversion clips instead of scaling.
     for (size_t i = 0; i < r.out.pixels.size(); ++i) {
@@ -165,8 +162,6 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, Orie
       r.out.pixels[i] = static_cast<uint8_t>(v > 255 ? 255 : v);
     }
   }
-  meta->exif = std::move(r.exif);
-  meta->xmp = std::move(r.xmp);
   return std::move(r.out);
 }
 

@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from conftest import run_iomm
 
@@ -122,8 +122,17 @@ def make_decode_cases(d):
         add(f"jpg_gray_exif{o}.jpg", 1, lambda p: pil_image(rgb, "L").save(p, quality=90, exif=exif.tobytes()))
         add(f"webp_exif{o}.webp", 0, lambda p: pil_image(rgb, "RGB").save(p, lossless=True, exif=exif.tobytes()))
         add(f"png_exif{o}.png", 0, lambda p: pil_image(rgb, "RGB").save(p, exif=exif.tobytes()))
-    add("jpg_xmp6.jpg", 1, lambda p: pil_image(rgb, "RGB").save(
-        p, quality=90, xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'))
+    # Without an EXIF orientation, Pillow takes it from the XMP packet.
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    add("jpg_xmp6.jpg", 1, lambda p: pil_image(rgb, "RGB").save(p, quality=90, xmp=xmp))
+    add("webp_xmp6.webp", 0, lambda p: pil_image(rgb, "RGB").save(p, lossless=True, xmp=xmp))
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta><tiff:Orientation>8</tiff:Orientation></x:xmpmeta>")
+    add("png_xmp8.png", 0, lambda p: pil_image(rgb, "RGB").save(p, pnginfo=info))
+    # EXIF orientation 1 wins over an XMP 6.
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    add("jpg_exif1xmp6.jpg", 1, lambda p: pil_image(rgb, "RGB").save(p, quality=90, exif=exif.tobytes(), xmp=xmp))
     return cases
 
 
