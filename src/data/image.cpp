@@ -5,7 +5,6 @@
 #include <jerror.h>  // JWRN_JPEG_EOF
 #include <libexif/exif-data.h>
 #include <png.h>
-#include <unistd.h>
 #include <webp/decode.h>
 #include <webp/demux.h>
 
@@ -18,6 +17,7 @@
 #include <regex>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace iomm {
 
@@ -222,23 +222,7 @@ std::vector<uint8_t> encode_png(const Image& img) {
 
 void write_png(const Image& img, const std::string& path) {
   std::vector<uint8_t> bytes = encode_png(img);
-  std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("{}: cannot open for writing (does the directory exist and is it writable?)", tmp);
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    f.close();
-    if (!f) {
-      std::filesystem::remove(tmp);
-      fail("{}: write failed (disk full?)", tmp);
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    fail("{}: cannot rename {} over it: {}", path, tmp, ec.message());
-  }
+  write_file_atomic(path, bytes.data(), bytes.size());
 }
 
 // ---------------------------------------------------------------- JPEG

@@ -38,7 +38,7 @@ Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& na
 
 // ---- encoding ----
 std::vector<uint8_t> encode_png(const Image& img);
-// Atomic: writes `path`.tmp-<pid> and renames it over `path`.
+// Atomic (core/fs.h write_file_atomic): a crash never leaves a half-written PNG at `path`.
 void write_png(const Image& img, const std::string& path);
 
 // ---- colour conversions (Pillow's Image.convert) ----
