@@ -1,0 +1,70 @@
+// 8-bit images: decoding (JPEG, PNG, WebP, with EXIF orientation), PNG encoding, colour conversion and
+// resizing. Numerics follow Pillow (Image.open + ImageOps.exif_transpose, convert, resize) so that data
+// preprocessed here matches what the Python reference pipelines see. Torch-free on purpose.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace iomm {
+
+// HWC interleaved, 8 bits per sample. channels: 1 (gray), 3 (RGB) or 4 (RGBA, straight alpha).
+struct Image {
+  int width = 0, height = 0, channels = 0;
+  std::vector<uint8_t> pixels;
+
+  Image() = default;
+  // Zero-filled image; fails on bad sizes or channel counts.
+  Image(int width, int height, int channels);
+
+  bool empty() const { return pixels.empty(); }
+  size_t row_bytes() const { return static_cast<size_t>(width) * channels; }
+  size_t index(int x, int y, int c = 0) const { return (static_cast<size_t>(y) * width + x) * channels + c; }
+  uint8_t& at(int x, int y, int c = 0) { return pixels[index(x, y, c)]; }
+  uint8_t at(int x, int y, int c = 0) const { return pixels[index(x, y, c)]; }
+  uint8_t* row(int y) { return pixels.data() + static_cast<size_t>(y) * row_bytes(); }
+  const uint8_t* row(int y) const { return pixels.data() + static_cast<size_t>(y) * row_bytes(); }
+};
+
+bool operator==(const Image& a, const Image& b);
+
+// ---- decoding ----
+// Format by magic bytes (JPEG, PNG, WebP), never by extension. The result has Pillow's mode mapped to 1/3/4
+// channels: L -> 1, RGB/CMYK -> 3, RGBA/LA -> 4; palette -> RGB, or RGBA when the PNG has transparency;
+// 16-bit samples keep their high byte. EXIF orientation (2..8) is applied like ImageOps.exif_transpose.
+Image decode_image(const std::string& path);
+Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& name_for_errors);
+
+// ---- encoding ----
+std::vector<uint8_t> encode_png(const Image& img);
+// Atomic (core/fs.h write_file_atomic): a crash never leaves a half-written PNG at `path`.
+void write_png(const Image& img, const std::string& path);
+
+// ---- colour conversions (Pillow's Image.convert) ----
+Image to_rgb(const Image& img);   // gray replicated; alpha dropped, not composited
+Image to_rgba(const Image& img);  // alpha 255 where there was none
+Image to_gray(const Image& img);  // ITU-R 601-2 luma, Pillow's fixed-point rounding; alpha dropped
+
+// ---- geometry ----
+// EXIF orientation values 1..8 (TIFF tag 0x0112); out-of-range values leave the image unchanged.
+Image apply_exif_orientation(const Image& img, int orientation);
+
+enum class Resample { Nearest, Bilinear, Bicubic };
+Resample parse_resample(const std::string& name);  // "nearest" | "bilinear" | "bicubic"
+
+// Pillow's Image.resize((w, h), resample): separable, antialiased (support scaled by the downscale factor),
+// bicubic a = -0.5, 22-bit fixed-point weights, 8-bit intermediate between the passes (ordered as in
+// Pillow 13). RGBA is
+// premultiplied around the filter like Pillow (RGBA -> RGBa -> RGBA). Bit-exact with Pillow.
+Image resize(const Image& img, int width, int height, Resample filter);
+
+// torchvision CenterCrop((h, w)): offsets round((H - h) / 2) with Python's half-to-even rounding; a crop
+// larger than the image is zero-padded first, as torchvision does.
+Image center_crop(const Image& img, int width, int height);
+
+// torchvision Resize(size) (shorter side -> size, longer side int(size * long / short)) then CenterCrop(size):
+// the paper's square preprocessing.
+Image resize_shorter_side_center_crop(const Image& img, int size, Resample filter);
+
+}  // namespace iomm
