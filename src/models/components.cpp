@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "models/internvit.h"
 #include "models/internvl.h"
+#include "models/internvl_preprocess.h"
 #include "models/qwen2.h"
 
 namespace iomm {
@@ -22,6 +23,7 @@ const std::vector<ForwardComponent>& forward_components() {
         qwen2_forward_component(),
         internvit_forward_component(),
         internvl_forward_component(),
+        internvl_tiles_forward_component(),
     };
     std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.name < b.name; });
     return v;

@@ -1,12 +1,14 @@
 #include "models/internvl_preprocess.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "data/image_tensor.h"
 
 namespace iomm {
 
@@ -38,6 +40,19 @@ TileGrid choose_tile_grid(int width, int height, int min_tiles, int max_tiles, i
   return best;
 }
 
+at::Tensor internvl_dynamic_tiles(const Image& image, const DynamicTiling& o) {
+  if (image.empty()) fail("dynamic tiling: empty image");
+  if (o.tile_size <= 0) fail("dynamic tiling: tile_size must be positive, got {}", o.tile_size);
+  const Image rgb = image.channels == 3 ? image : to_rgb(image);
+  const int S = o.tile_size;
+  auto g = choose_tile_grid(rgb.width, rgb.height, o.min_tiles, o.max_tiles, S);
+  auto whole = image_to_tensor(resize(rgb, S * g.cols, S * g.rows, Resample::Bicubic));  // [3, rows·S, cols·S]
+  auto tiles = whole.view({3, g.rows, S, g.cols, S}).permute({1, 3, 0, 2, 4}).reshape({g.tiles(), 3, S, S});
+  if (o.use_thumbnail && g.tiles() > 1)
+    tiles = torch::cat({tiles, image_to_tensor(resize(rgb, S, S, Resample::Bicubic)).unsqueeze(0)}, 0);
+  return imagenet_normalize(tiles);
+}
+
 at::Tensor imagenet_normalize(const at::Tensor& x01) {
   if (x01.dim() < 3 || x01.size(-3) != 3)
     fail("ImageNet normalisation: expected [..., 3, H, W], got {}", c10::str(x01.sizes()));
@@ -57,6 +72,26 @@ at::Tensor internvl_condition_pixels(const at::Tensor& images, int64_t size) {
                                .mode(torch::kBilinear)
                                .align_corners(false)
                                .antialias(false));
+}
+
+ForwardComponent internvl_tiles_forward_component() {
+  ForwardComponent c;
+  c.name = "internvl_tiles";
+  c.help = "InternVL dynamic tiling (1..12 tiles of 448², thumbnail, ImageNet normalisation): image uint8 [H,W,C] "
+           "-> pixel_values [tiles,3,448,448]";
+  c.inputs = {"image"};
+  c.outputs = {"pixel_values"};
+  c.run = [](const ForwardOptions&, const TensorMap& in) {
+    const auto& t = in.at("image");
+    if (t.scalar_type() != torch::kUInt8 || t.dim() != 3)
+      fail("internvl_tiles: image must be uint8 [H, W, C], got {} {}", c10::toString(t.scalar_type()),
+           c10::str(t.sizes()));
+    Image img(static_cast<int>(t.size(1)), static_cast<int>(t.size(0)), static_cast<int>(t.size(2)));
+    auto hwc = t.contiguous();
+    std::memcpy(img.pixels.data(), hwc.data_ptr<uint8_t>(), img.pixels.size());
+    return TensorMap{{"pixel_values", internvl_dynamic_tiles(img)}};
+  };
+  return c;
 }
 
 }  // namespace iomm

@@ -8,6 +8,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "data/image.h"
+#include "models/components.h"
+
 namespace iomm {
 
 constexpr float kImageNetMean[3] = {0.485f, 0.456f, 0.406f};
@@ -26,6 +29,18 @@ struct TileGrid {
 // never the best candidate (checked exhaustively for max_tiles ≤ 12), so the choice is exactly the reference's.)
 TileGrid choose_tile_grid(int width, int height, int min_tiles = 1, int max_tiles = 12, int tile_size = 448);
 
+struct DynamicTiling {
+  int tile_size = 448;
+  int min_tiles = 1;
+  int max_tiles = 12;         // max_dynamic_patch of InternVL3
+  bool use_thumbnail = true;  // a whole-image tile_size² thumbnail after the tiles when there is more than one
+};
+
+// InternVL's dynamic_preprocess + build_transform on an image (converted to RGB like Pillow's convert('RGB')):
+// resize (Pillow bicubic) to the chosen grid, tiles row-major, optional thumbnail last, /255, ImageNet
+// normalisation. Returns pixel_values [tiles, 3, tile, tile] float32 on the CPU.
+at::Tensor internvl_dynamic_tiles(const Image& image, const DynamicTiling& options = {});
+
 // (x − mean) / std per channel for x [..., 3, H, W] in [0, 1] (float32 result).
 at::Tensor imagenet_normalize(const at::Tensor& x01);
 
@@ -33,5 +48,9 @@ at::Tensor imagenet_normalize(const at::Tensor& x01);
 // pixel_values [B,3,size,size] float32: (x+1)/2, ImageNet normalisation, then bilinear interpolation
 // (align_corners=false, no antialias) to size×size.
 at::Tensor internvl_condition_pixels(const at::Tensor& images, int64_t size = 448);
+
+// `iomm forward` component `internvl_tiles`: image (uint8 [H, W, C], C = 1, 3 or 4) -> pixel_values, with the
+// default DynamicTiling; no model needed.
+ForwardComponent internvl_tiles_forward_component();
 
 }  // namespace iomm

@@ -47,7 +47,8 @@ def hf_model(tmp_path_factory):
 def run_forward(tmp_path, component, model_dir, tensors, *extra):
     inp, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(inp))
-    run_iomm("forward", "--component", component, "--model", model_dir, "--inputs", inp, "--out", out, *extra)
+    model_args = ["--model", model_dir] if model_dir is not None else []
+    run_iomm("forward", "--component", component, *model_args, "--inputs", inp, "--out", out, *extra)
     return load_file(str(out))
 
 
@@ -285,3 +286,54 @@ def test_bf16_error(tmp_path, hf_model):
         scale = (b[m.bool()] if m is not None else b).abs().max().item()
         print(f"bf16 vs fp32 reference, {name}: max abs {err:.3e}, relative to max |ref| {err / scale:.4f}")
         assert err / scale < 0.05
+
+
+# ---------------------------------------------------------------------------------------------------- preprocessing
+
+def reference_grid(w, h, min_num=1, max_num=12, size=448):
+    """InternVL's closest-aspect-ratio rule (research mllm.md §3): candidates by product, the closest ratio wins, a
+    later exact tie wins only when the image area exceeds half the grid's area."""
+    cands = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+                    if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
+    best, best_diff = (1, 1), float("inf")
+    for i, j in cands:
+        diff = abs(w / h - i / j)
+        if diff < best_diff:
+            best, best_diff = (i, j), diff
+        elif diff == best_diff and w * h > 0.5 * size * size * i * j:
+            best = (i, j)
+    return best
+
+
+def reference_tiles(img, size=448):
+    from PIL import Image
+    img = img.convert("RGB")
+    cols, rows = reference_grid(*img.size)
+    resized = img.resize((size * cols, size * rows))          # Pillow's default for RGB: bicubic
+    tiles = [resized.crop((c * size, r * size, (c + 1) * size, (r + 1) * size))
+             for r in range(rows) for c in range(cols)]
+    if len(tiles) > 1:
+        tiles.append(img.resize((size, size), Image.Resampling.BICUBIC))
+    x = torch.stack([torch.from_numpy(__import__("numpy").array(t)).permute(2, 0, 1).float().div(255) for t in tiles])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize("w,h,mode", [(800, 600, "RGB"), (300, 200, "RGB"), (1000, 100, "L"), (448, 448, "RGBA"),
+                                      (120, 700, "RGB")])
+def test_dynamic_tiling_matches_reference(tmp_path, w, h, mode):
+    from PIL import Image
+    g = torch.Generator().manual_seed(w * h)
+    # Smooth content plus noise, so that resampling errors would show.
+    base = torch.nn.functional.interpolate(torch.rand(1, 4, 9, 9, generator=g), size=(h, w), mode="bilinear")[0]
+    arr = (base * 200 + torch.rand(4, h, w, generator=g) * 55).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    arr = arr[:, :, :channels].contiguous()
+    img = Image.fromarray(arr.numpy()[:, :, 0] if mode == "L" else arr.numpy(), mode)
+    ref = reference_tiles(img)
+    got = run_forward(tmp_path, "internvl_tiles", None, {"image": arr})["pixel_values"]
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    err = (got - ref).abs().max().item()
+    print(f"dynamic tiling {w}x{h} {mode}: {got.shape[0]} tiles, max abs error {err:.2e}")
+    assert err <= 1e-6
