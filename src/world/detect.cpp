@@ -168,9 +168,9 @@ std::vector<Detection> detect(const Raster& img, const DetectorParams& p) {
   return out;
 }
 
-nlohmann::json to_json(const Detection& d) {
+nlohmann::ordered_json to_json(const Detection& d) {
   auto r3 = [](double v) { return std::round(v * 1000) / 1000; };
-  return {{"class", name(d.shape)}, {"color", name(d.color)},  {"confidence", r3(d.confidence)},
+  return nlohmann::ordered_json{{"class", name(d.shape)}, {"color", name(d.color)},  {"confidence", r3(d.confidence)},
           {"bbox", {r3(d.bbox[0]), r3(d.bbox[1]), r3(d.bbox[2]), r3(d.bbox[3])}},
           {"area", r3(d.area)},     {"fill", r3(d.fill)},      {"top", r3(d.top)},
           {"bottom", r3(d.bottom)}, {"log_aspect", r3(d.log_aspect)}};

@@ -49,6 +49,6 @@ struct Detection {
 
 // Objects sorted by confidence, highest first (GenEval's order within a class).
 std::vector<Detection> detect(const Raster& img, const DetectorParams& p = {});
-nlohmann::json to_json(const Detection& d);
+nlohmann::ordered_json to_json(const Detection& d);
 
 }  // namespace iomm::world
