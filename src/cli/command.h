@@ -23,3 +23,20 @@ struct Register {
 };
 
 }  // namespace iomm::cli
+
+namespace iomm {
+class Config;
+}
+
+namespace iomm::cli {
+
+// The `--config FILE` (repeatable, later files win) and `--set key=value` (repeatable) options every
+// config-driven subcommand takes.
+struct ConfigArgs {
+  std::vector<std::string> files;
+  std::vector<std::string> overrides;
+  void add_to(CLI::App& app);
+  Config load() const;
+};
+
+}  // namespace iomm::cli

@@ -1,0 +1,36 @@
+// Loading a module from checkpoint tensors is a dictionary walk: module names equal checkpoint names (after the
+// one name conversion step in name_conversion.h), so every parameter is looked up by its own name.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace torch::nn {
+class Module;
+}
+
+namespace iomm {
+
+using TensorMap = std::map<std::string, at::Tensor>;
+
+struct LoadReport {
+  std::vector<std::string> missing;     // module parameter with no tensor
+  std::vector<std::string> unexpected;  // tensor with no parameter
+  std::vector<std::string> mis_shaped;  // "name: checkpoint [a, b] vs model [c, d]"
+};
+
+// Copies `tensors` into the parameters and persistent buffers of `module` (converting dtype, keeping each
+// parameter's dtype and device). Fails with the full lists of missing, unexpected and mis-shaped tensors unless
+// they are allowed: `allow_missing` lists parameter names that may be absent (e.g. an optional LM head).
+LoadReport load_weights(torch::nn::Module& module, const TensorMap& tensors, const std::string& source,
+                        const std::vector<std::string>& allow_missing = {}, bool allow_unexpected = false);
+
+// Every parameter and buffer of `module` by name (cloned to CPU), for export.
+TensorMap module_state(const torch::nn::Module& module);
+
+// Number of parameter elements.
+int64_t count_parameters(const torch::nn::Module& module);
+
+}  // namespace iomm
