@@ -1,10 +1,10 @@
 // `iomm eval shapes`: ShapesEval (GenEval's rules, a colour/geometry detector) on a folder in GenEval's layout.
-#include <fstream>
+#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
 #include "cli/command.h"
-#include "data/atomic_file.h"
+#include "core/fs.h"
 #include "world/shapes_eval.h"
 
 namespace {
@@ -25,7 +25,9 @@ iomm::cli::Register reg{{"eval", "Evaluate generated images (shapes: ShapesEval 
     return [s, a]() -> int {
       if (!s->parsed()) return 0;
       const auto r = iomm::world::evaluate_folder(a->images);
-      iomm::data::write_file_atomic(a->out, r.to_json().dump(2) + "\n");
+      const auto parent = std::filesystem::path(a->out).parent_path();
+      if (!parent.empty()) std::filesystem::create_directories(parent);
+      iomm::write_file_atomic(a->out, r.to_json().dump(2) + "\n");
       if (!a->grid.empty()) iomm::world::write_grid(r, a->images, a->grid);
       for (const auto& [tag, c] : r.categories)
         spdlog::info("{:<14} {:.4f} ({} / {})", tag, c.score(), c.correct, c.total);

@@ -4,6 +4,9 @@
 #include <archive_entry.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -12,7 +15,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "data/atomic_file.h"
 
 namespace fs = std::filesystem;
 
@@ -206,7 +208,7 @@ bool WebDatasetReader::next(Sample& out) {
 
 // ---- writer ----
 
-TarWriter::TarWriter(std::string path) : path_(std::move(path)), tmp_(temp_path_for(path_)) {
+TarWriter::TarWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
   const auto parent = fs::path(path_).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
   a_ = archive_write_new();
@@ -250,7 +252,12 @@ void TarWriter::close() {
     fs::remove(tmp_, ec);
     fail("shard '{}': cannot finish the tar: {}", path_, err);
   }
-  commit_temp(tmp_, path_);
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int err = errno;
+    std::error_code ec;
+    fs::remove(tmp_, ec);
+    fail("shard '{}': cannot rename the finished '{}' over it: {}", path_, tmp_, std::strerror(err));
+  }
 }
 
 WebDatasetWriter::WebDatasetWriter(std::string dir, int64_t shard_size, std::string prefix)

@@ -66,7 +66,7 @@ class WebDatasetReader {
   ReadStats stats_;
 };
 
-// Writes one ustar shard atomically (tmp file renamed on close()). Members get fixed metadata (mtime 0,
+// Writes one ustar shard atomically (PATH.tmp renamed over PATH on close()). Members get fixed metadata (mtime 0,
 // uid/gid 0, mode 0644), so the same members in the same order give the same bytes.
 class TarWriter {
  public:

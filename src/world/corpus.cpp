@@ -8,7 +8,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
-#include "data/atomic_file.h"
+#include "core/fs.h"
 #include "data/webdataset.h"
 #include "world/captions.h"
 
@@ -64,7 +64,7 @@ CorpusReport make_corpus(const CorpusOptions& o) {
       bar.update();
     }
     images.close();
-    data::write_file_atomic((out / "image" / "index.jsonl").string(), index);
+    write_file_atomic((out / "image" / "index.jsonl").string(), index);
     rep.images = o.image_only;
 
     data::WebDatasetWriter captioned((out / "captioned").string(), o.shard_size);
@@ -82,10 +82,12 @@ CorpusReport make_corpus(const CorpusOptions& o) {
       bar.update();
     }
     captioned.close();
-    data::write_file_atomic((out / "captioned" / "index.jsonl").string(), index);
+    write_file_atomic((out / "captioned" / "index.jsonl").string(), index);
     rep.captioned = o.captioned;
     bar.finish();
   }
+  fs::create_directories(out / "image");
+  fs::create_directories(out / "captioned");
   for (const char* set : kBuiltinSets)
     write_prompts(builtin_prompts(set), (out / "prompts" / (std::string(set) + ".jsonl")).string());
 
@@ -100,7 +102,7 @@ CorpusReport make_corpus(const CorpusOptions& o) {
                                   {"heldout_color_pairs", heldout_color_pairs()}};
   for (Shape s : kShapes) manifest["classes"].push_back(name(s));
   for (Color c : kColors) manifest["colors"].push_back(name(c));
-  data::write_file_atomic((out / "world.json").string(), manifest.dump(2) + "\n");
+  write_file_atomic((out / "world.json").string(), manifest.dump(2) + "\n");
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }
@@ -119,7 +121,7 @@ void render_prompts(const std::vector<PromptSpec>& prompts, const std::string& o
   for (size_t i = 0; i < prompts.size(); ++i) {
     const fs::path dir = fs::path(out) / fmt::format("{:05d}", i);
     fs::create_directories(dir / "samples");
-    data::write_file_atomic((dir / "metadata.jsonl").string(), to_json(prompts[i]).dump() + "\n");
+    write_file_atomic((dir / "metadata.jsonl").string(), to_json(prompts[i]).dump() + "\n");
     for (int k = 0; k < per_prompt; ++k) {
       write_png(to_image(render(ground_truth_scene(prompts[i], i, k, seed, size))),
                 (dir / "samples" / fmt::format("{:04d}.png", k)).string());

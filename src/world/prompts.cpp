@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "core/error.h"
-#include "data/atomic_file.h"
+#include "core/fs.h"
 
 namespace iomm::world {
 
@@ -216,7 +216,9 @@ std::vector<PromptSpec> read_prompts(const std::string& path) {
 void write_prompts(const std::vector<PromptSpec>& prompts, const std::string& path) {
   std::string text;
   for (const auto& p : prompts) text += to_json(p).dump() + "\n";
-  data::write_file_atomic(path, text);
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  write_file_atomic(path, text);
 }
 
 // ---- geometry ----

@@ -154,7 +154,7 @@ TEST(WorldCorpus, SameSeedSameBytesDifferentSeedDifferentBytes) {
   EXPECT_EQ(slurp(a / "prompts/eval.jsonl"), slurp(c / "prompts/eval.jsonl"));  // held-out sets are fixed
   // No temporary files left behind.
   for (const auto& e : fs::recursive_directory_iterator(a))
-    EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos) << e.path();
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
 
   // Pools read back through the WebDataset reader: image-only has only .png, captioned has png+txt+json.
   data::WebDatasetReader img(data::expand_shards((a / "image").string()));
