@@ -67,7 +67,7 @@ struct Slot {
   Shape shape;
   Color color;
   int relative_to = -1;
-  std::string relation;
+  std::string relation = {};
 };
 
 // Places the slots without overlaps (a margin between objects so segmentation separates them), on a random
