@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "models/mmdit.h"
 #include "models/qwen2.h"
 
 namespace iomm {
@@ -18,6 +19,7 @@ const std::vector<ForwardComponent>& forward_components() {
   static const std::vector<ForwardComponent> all = [] {
     std::vector<ForwardComponent> v = {
         qwen2_forward_component(),
+        mmdit_forward_component(),
     };
     std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.name < b.name; });
     return v;
