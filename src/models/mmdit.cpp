@@ -148,7 +148,6 @@ nlohmann::json MMDiTConfig::to_diffusers_json(int64_t pooled_dim_if_absent) cons
   j["pooled_projection_dim"] = vec_in_dim > 0 ? vec_in_dim : pooled_dim_if_absent;
   j["guidance_embeds"] = guidance_embed;
   j["axes_dims_rope"] = axes_dim;
-  j["iomm_patch_size"] = patch_size;
   return j;
 }
 

@@ -1,5 +1,6 @@
 """FLUX MM-DiT vs diffusers' FluxTransformer2DModel at small random configs (fp32), BFL-name loading, export to
 diffusers names, and flow-matching schedules vs FlowMatchEulerDiscreteScheduler."""
+import copy
 import json
 
 import numpy as np
@@ -185,14 +186,21 @@ def test_txt_padding_mask_equals_truncation(tmp_path, flux_dir):
     assert max_err(got[1:2], reference(model, row)) <= 1e-4
 
 
-def test_bf16_error_is_small(tmp_path, flux_dir):
+def test_bf16_tracks_diffusers_in_bf16(tmp_path, flux_dir):
+    # FLUX rounds the timestep to the compute dtype before x1000 (as BFL and diffusers do), so bf16 differs from
+    # fp32 by several percent on a random model; the reference for bf16 is diffusers itself in bf16.
     d, model, guidance = flux_dir
     inputs = make_inputs(guidance, seed=5)
     ref = reference(model, inputs)
+    ref_bf16 = reference(copy.deepcopy(model).to(torch.bfloat16),
+                         {k: (v.to(torch.bfloat16) if v.dim() == 3 or k == "pooled_projections" else v)
+                          for k, v in inputs.items()}).float()
     got = run_forward(tmp_path, d, inputs, "--dtype", "bfloat16")
-    rel = max_err(got, ref) / ref.abs().max().item()
-    print(f"mmdit bf16 vs fp32 diffusers: max abs error relative to max |out| = {rel:.4f}")
-    assert rel < 0.05
+    scale = ref.abs().max().item()
+    rel_ref, rel = max_err(ref_bf16, ref) / scale, max_err(got, ref_bf16) / scale
+    print(f"mmdit bf16: diffusers-bf16 vs fp32 {rel_ref:.4f}, iomm-bf16 vs diffusers-bf16 {rel:.4f} (of max |out|)")
+    assert rel < 0.02
+    assert max_err(got, ref) / scale < 1.5 * rel_ref + 0.01
 
 
 def test_missing_pooled_vector_is_a_clear_error(tmp_path, flux_dir):
