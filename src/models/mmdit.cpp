@@ -582,6 +582,14 @@ void save_mmdit(const MMDiT& model, const std::string& dir, const std::string& f
   }
 }
 
+void check_mmdit_checkpoint(const MMDiTConfig& c, const std::map<std::string, at::Tensor>& tensors,
+                            const std::string& source) {
+  MMDiT m(c, torch::TensorOptions().device(torch::kMeta));
+  auto named = is_diffusers_flux(tensors) ? flux_from_diffusers(tensors) : tensors;
+  for (auto& [k, v] : named) named[k] = v.to(torch::kMeta);
+  load_weights(*m, named, source);
+}
+
 ForwardComponent mmdit_forward_component() {
   ForwardComponent c;
   c.name = "mmdit";

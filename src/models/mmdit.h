@@ -218,6 +218,12 @@ MMDiT load_mmdit(const std::string& path, const std::string& device = "cpu", con
 // or in BFL names (config.json in FluxParams form + model.safetensors). format: "diffusers" or "bfl".
 void save_mmdit(const MMDiT& model, const std::string& dir, const std::string& format);
 
+// Checks that `tensors` (diffusers or BFL names; meta tensors are enough: only names and shapes are compared) are
+// exactly the parameters of a model with config `c`; fails with the lists of missing, unexpected and mis-shaped
+// tensors, naming `source`.
+void check_mmdit_checkpoint(const MMDiTConfig& c, const std::map<std::string, at::Tensor>& tensors,
+                            const std::string& source);
+
 ForwardComponent mmdit_forward_component();
 
 }  // namespace iomm

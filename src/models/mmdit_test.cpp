@@ -351,13 +351,7 @@ TEST(MMDiT, SaveAndLoadBothFormatsGiveTheSameOutputs) {
   auto in_b = in;
   in_b.y = torch::randn({2, 768});  // any pooled vector: its embedder is zero
   EXPECT_LT(max_abs(b->forward(in_b), ref), 1e-6);
-  // (not fs::remove_all: the torch wheel's libtorch exports an incompatible std::filesystem::remove_all)
-  std::error_code ec;
-  for (auto sub : {"bfl", "hf"}) {
-    for (auto& e : std::filesystem::directory_iterator(dir / sub)) std::filesystem::remove(e.path(), ec);
-    std::filesystem::remove(dir / sub, ec);
-  }
-  std::filesystem::remove(dir, ec);
+  std::filesystem::remove_all(dir);
   EXPECT_FALSE(std::filesystem::exists(dir));
 }
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import run_iomm
+from conftest import ROOT, run_iomm
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -248,3 +248,33 @@ def test_flux_pipeline_schedule_matches_diffusers(steps, seq):
     assert abs(got["mu"] - mu) < 1e-12
     assert np.abs(np.array(got["sigmas"]) - s.sigmas.numpy()).max() <= 1e-6
     assert np.abs(np.array(got["timesteps"]) - s.timesteps.numpy()).max() <= 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ inspect --config
+
+def generator_toml(guidance, depth=2):
+    return (f"[generator]\nhidden_size = {HEADS * HEAD_DIM}\nnum_heads = {HEADS}\ndepth = {depth}\n"
+            f"depth_single_blocks = 2\ncontext_in_dim = {CTX}\nvec_in_dim = {POOLED}\n"
+            f"guidance_embed = {str(guidance).lower()}\naxes_dim = [4, 6, 6]\nin_channels = {IN_CH}\n")
+
+
+def test_inspect_config_checks_a_checkpoint(tmp_path, flux_dir):
+    d, model, guidance = flux_dir
+    good = tmp_path / "good.toml"
+    good.write_text(generator_toml(guidance))
+    proc = run_iomm("inspect", d, "--config", good)
+    n = sum(p.numel() for p in model.parameters())
+    assert "matches the config" in proc.stdout
+    assert f": {n} parameters" in proc.stdout  # the config's count equals diffusers' own count
+    bad = tmp_path / "bad.toml"
+    bad.write_text(generator_toml(guidance, depth=3))
+    proc = run_iomm("inspect", d, "--config", bad, check=False)
+    assert proc.returncode != 0
+    assert "double_blocks.2.img_attn.qkv.weight" in proc.stderr  # listed as missing
+
+
+def test_inspect_config_counts_the_paper_sizes():
+    out = run_iomm("inspect", "--config", "configs/model/iomm-b.toml", cwd=str(ROOT)).stdout
+    assert "1567980608 parameters (1.57B)" in out
+    out = run_iomm("inspect", "--config", "configs/model/iomm-l.toml", cwd=str(ROOT)).stdout
+    assert "2692193088 parameters (2.69B)" in out
