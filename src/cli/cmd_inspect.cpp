@@ -5,14 +5,22 @@
 //   --save-copy OUT         reads every tensor through tensor_io (libtorch) and writes them, with the metadata, to OUT
 //   --max-shard-bytes N     with --save-copy: write OUT as a Hugging Face sharded directory (shards of at most N bytes)
 //   --pread                 read with pread instead of mmap
+//
+// `--config FILE` (a model config with a [generator] table, e.g. configs/model/iomm-b.toml): prints the generator's
+// parameter count from the config alone (built on the meta device), and with PATH checks that the checkpoint
+// (diffusers or BFL names) has exactly the tensors and shapes that config needs; exits non-zero with the lists of
+// missing, unexpected and mis-shaped tensors otherwise. No tensor data is read.
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
+#include <torch/torch.h>
 
 #include "cli/command.h"
+#include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
+#include "models/mmdit.h"
 
 namespace {
 
@@ -24,7 +32,7 @@ struct InspectOptions {
   std::string save_copy;
   uint64_t max_shard_bytes = 0;
   bool pread = false;
-  // A later `--config FILE` mode (checkpoint vs. model config) adds its option here and its check in run_inspect.
+  std::string config;  // model config: checkpoint vs. config check (see the header comment)
 };
 
 // 1570000000 -> "1.57B": the scale people read parameter counts in.
@@ -89,8 +97,31 @@ void save_copy(const InspectOptions& o, const st::Checkpoint& ckpt) {
   spdlog::info("copied {} tensors to {}", tensors.size(), o.save_copy);
 }
 
+int run_config_check(const InspectOptions& o) {
+  auto cfg = iomm::Config::load(o.config);
+  auto mc = iomm::MMDiTConfig::from_config(cfg, "generator");
+  int64_t n = iomm::mmdit_parameter_count(mc);
+  fmt::print("{}: generator MM-DiT D={} ({} heads of {}), {} double + {} single blocks, context {}: {} parameters "
+             "({})\n",
+             o.config, mc.hidden_size, mc.num_heads, mc.head_dim(), mc.depth, mc.depth_single, mc.context_in_dim, n,
+             human_count(static_cast<uint64_t>(n)));
+  if (o.path.empty()) return 0;
+  st::Checkpoint ckpt(o.path, o.pread ? st::ReadMode::Pread : st::ReadMode::Mmap);
+  // Shapes only: meta tensors stand in for the data (name conversion concatenates them like real ones).
+  std::map<std::string, at::Tensor> shapes;
+  for (const auto& name : ckpt.names()) {
+    const auto& t = ckpt.info(name);
+    shapes[name] = torch::empty(t.shape, torch::TensorOptions().device(torch::kMeta).dtype(iomm::to_scalar_type(t.dtype)));
+  }
+  iomm::check_mmdit_checkpoint(mc, shapes, ckpt.source() + " vs " + o.config);
+  fmt::print("{}: matches the config ({} tensors)\n", o.path, ckpt.names().size());
+  return 0;
+}
+
 int run_inspect(const InspectOptions& o) {
   if (o.max_shard_bytes > 0 && o.save_copy.empty()) iomm::fail("--max-shard-bytes needs --save-copy OUT");
+  if (!o.config.empty()) return run_config_check(o);
+  if (o.path.empty()) iomm::fail("inspect needs a PATH (a checkpoint), or --config FILE (a model config)");
   st::Checkpoint ckpt(o.path, o.pread ? st::ReadMode::Pread : st::ReadMode::Mmap);
   if (o.json)
     print_json(ckpt);
@@ -103,8 +134,11 @@ int run_inspect(const InspectOptions& o) {
 iomm::cli::Register reg{{"inspect", "List the tensors, metadata and parameter count of a safetensors checkpoint",
   [](CLI::App& app) {
     auto o = std::make_shared<InspectOptions>();
-    app.add_option("path", o->path, "a .safetensors file, a *.safetensors.index.json, or a model directory")
-        ->required();
+    app.add_option("path", o->path, "a .safetensors file, a *.safetensors.index.json, or a model directory");
+    app.add_option("--config", o->config,
+                   "model config (TOML with a [generator] table): print its parameter count; with PATH, check the "
+                   "checkpoint's names and shapes against it")
+        ->check(CLI::ExistingFile);
     app.add_flag("--json", o->json, "print one JSON object instead of a table");
     app.add_option("--save-copy", o->save_copy, "write every tensor (read through libtorch) to this path")
         ->group("");

@@ -6,6 +6,7 @@
 #include "models/internvit.h"
 #include "models/internvl.h"
 #include "models/internvl_preprocess.h"
+#include "models/mmdit.h"
 #include "models/qwen2.h"
 
 namespace iomm {
@@ -24,6 +25,7 @@ const std::vector<ForwardComponent>& forward_components() {
         internvit_forward_component(),
         internvl_forward_component(),
         internvl_tiles_forward_component(),
+        mmdit_forward_component(),
     };
     std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.name < b.name; });
     return v;

@@ -2,8 +2,11 @@
 
 #include <array>
 #include <optional>
+#include <set>
 
-#include <ATen/ops/cat.h>
+#include <ATen/ATen.h>
+
+#include "core/error.h"
 
 namespace iomm {
 
@@ -135,6 +138,155 @@ TensorMap internvl_names(const TensorMap& ckpt) {
   }
   for (auto& [k, v] : vit_to_original(tower)) out["vision_model." + k] = v;
   for (auto& [k, v] : qwen2_names(llm)) out["language_model." + k] = v;
+  return out;
+}
+
+}  // namespace iomm
+
+// ---------------------------------------------------------------------------------------------------- FLUX MM-DiT
+
+namespace iomm {
+
+namespace {
+
+// One BFL tensor and the diffusers tensors it is made of (several: concatenated along dim 0 in this order).
+struct FluxRule {
+  std::string bfl;
+  std::vector<std::string> hf;
+  bool swap_halves = false;  // final layer modulation: (shift, scale) <-> (scale, shift)
+};
+
+int64_t flux_count(const TensorMap& m, const std::string& prefix) {
+  int64_t n = 0;
+  for (auto& [k, v] : m) {
+    if (!starts_with(k, prefix)) continue;
+    auto rest = k.substr(prefix.size());
+    auto dot = rest.find('.');
+    try {
+      n = std::max<int64_t>(n, std::stoll(rest.substr(0, dot)) + 1);
+    } catch (const std::exception&) {
+    }
+  }
+  return n;
+}
+
+std::vector<FluxRule> flux_rules(int64_t n_double, int64_t n_single) {
+  std::vector<FluxRule> r;
+  auto linear = [&](const std::string& bfl, std::vector<std::string> hf, bool swap = false) {
+    for (const char* p : {".weight", ".bias"}) {
+      std::vector<std::string> h;
+      for (auto& x : hf) h.push_back(x + p);
+      r.push_back({bfl + p, h, swap});
+    }
+  };
+  auto norm = [&](const std::string& bfl, const std::string& hf) { r.push_back({bfl + ".scale", {hf + ".weight"}}); };
+  linear("img_in", {"x_embedder"});
+  linear("txt_in", {"context_embedder"});
+  linear("time_in.in_layer", {"time_text_embed.timestep_embedder.linear_1"});
+  linear("time_in.out_layer", {"time_text_embed.timestep_embedder.linear_2"});
+  linear("vector_in.in_layer", {"time_text_embed.text_embedder.linear_1"});
+  linear("vector_in.out_layer", {"time_text_embed.text_embedder.linear_2"});
+  linear("guidance_in.in_layer", {"time_text_embed.guidance_embedder.linear_1"});
+  linear("guidance_in.out_layer", {"time_text_embed.guidance_embedder.linear_2"});
+  for (int64_t i = 0; i < n_double; ++i) {
+    auto b = "double_blocks." + std::to_string(i) + ".", h = "transformer_blocks." + std::to_string(i) + ".";
+    linear(b + "img_mod.lin", {h + "norm1.linear"});
+    linear(b + "txt_mod.lin", {h + "norm1_context.linear"});
+    linear(b + "img_attn.qkv", {h + "attn.to_q", h + "attn.to_k", h + "attn.to_v"});
+    linear(b + "txt_attn.qkv", {h + "attn.add_q_proj", h + "attn.add_k_proj", h + "attn.add_v_proj"});
+    norm(b + "img_attn.norm.query_norm", h + "attn.norm_q");
+    norm(b + "img_attn.norm.key_norm", h + "attn.norm_k");
+    norm(b + "txt_attn.norm.query_norm", h + "attn.norm_added_q");
+    norm(b + "txt_attn.norm.key_norm", h + "attn.norm_added_k");
+    linear(b + "img_attn.proj", {h + "attn.to_out.0"});
+    linear(b + "txt_attn.proj", {h + "attn.to_add_out"});
+    linear(b + "img_mlp.0", {h + "ff.net.0.proj"});
+    linear(b + "img_mlp.2", {h + "ff.net.2"});
+    linear(b + "txt_mlp.0", {h + "ff_context.net.0.proj"});
+    linear(b + "txt_mlp.2", {h + "ff_context.net.2"});
+  }
+  for (int64_t i = 0; i < n_single; ++i) {
+    auto b = "single_blocks." + std::to_string(i) + ".", h = "single_transformer_blocks." + std::to_string(i) + ".";
+    linear(b + "modulation.lin", {h + "norm.linear"});
+    linear(b + "linear1", {h + "attn.to_q", h + "attn.to_k", h + "attn.to_v", h + "proj_mlp"});
+    norm(b + "norm.query_norm", h + "attn.norm_q");
+    norm(b + "norm.key_norm", h + "attn.norm_k");
+    linear(b + "linear2", {h + "proj_out"});
+  }
+  linear("final_layer.linear", {"proj_out"});
+  linear("final_layer.adaLN_modulation.1", {"norm_out.linear"}, /*swap=*/true);
+  return r;
+}
+
+at::Tensor swap_halves(const at::Tensor& t) {
+  auto h = t.chunk(2, 0);
+  return at::cat({h[1], h[0]}, 0);
+}
+
+}  // namespace
+
+bool is_diffusers_flux(const TensorMap& m) { return m.count("x_embedder.weight") > 0; }
+
+TensorMap flux_from_diffusers(const TensorMap& hf) {
+  TensorMap out;
+  std::set<std::string> used;
+  for (auto& rule : flux_rules(flux_count(hf, "transformer_blocks."), flux_count(hf, "single_transformer_blocks."))) {
+    std::vector<at::Tensor> parts;
+    for (auto& n : rule.hf) {
+      auto it = hf.find(n);
+      if (it != hf.end()) parts.push_back(it->second);
+    }
+    if (parts.empty()) continue;
+    if (parts.size() != rule.hf.size()) continue;  // incomplete group: its parts stay unexpected below
+    for (auto& n : rule.hf) used.insert(n);
+    auto t = parts.size() == 1 ? parts[0] : at::cat(parts, 0);
+    out[rule.bfl] = rule.swap_halves ? swap_halves(t) : t;
+  }
+  for (auto& [k, v] : hf)
+    if (!used.count(k)) out[k] = v;
+  return out;
+}
+
+TensorMap flux_to_diffusers(const TensorMap& bfl, int64_t pooled_dim_if_absent) {
+  auto img_in = bfl.find("img_in.weight");
+  if (img_in == bfl.end()) fail("flux_to_diffusers: no img_in.weight: these tensors are not an MM-DiT in BFL names");
+  int64_t D = img_in->second.size(0);
+  auto opts = img_in->second.options();
+  TensorMap src = bfl;
+  int64_t nd = flux_count(bfl, "double_blocks."), ns = flux_count(bfl, "single_blocks.");
+  // diffusers has no switches for these: absent parts become zeros (same function).
+  for (int64_t i = 0; i < nd; ++i)
+    for (const char* s : {"img", "txt"}) {
+      auto n = "double_blocks." + std::to_string(i) + "." + s + "_attn.qkv.bias";
+      if (!src.count(n)) src[n] = at::zeros({3 * D}, opts);
+    }
+  if (!src.count("vector_in.in_layer.weight")) {
+    src["vector_in.in_layer.weight"] = at::zeros({D, pooled_dim_if_absent}, opts);
+    src["vector_in.in_layer.bias"] = at::zeros({D}, opts);
+    src["vector_in.out_layer.weight"] = at::zeros({D, D}, opts);
+    src["vector_in.out_layer.bias"] = at::zeros({D}, opts);
+  }
+  TensorMap out;
+  std::set<std::string> used;
+  for (auto& rule : flux_rules(nd, ns)) {
+    auto it = src.find(rule.bfl);
+    if (it == src.end()) continue;
+    used.insert(rule.bfl);
+    auto t = rule.swap_halves ? swap_halves(it->second) : it->second;
+    if (rule.hf.size() == 1) {
+      out[rule.hf[0]] = t;
+      continue;
+    }
+    std::vector<int64_t> sizes(rule.hf.size(), D);  // q, k, v are D rows each; proj_mlp takes the rest
+    if (rule.hf.size() == 4) sizes[3] = t.size(0) - 3 * D;
+    auto parts = t.split_with_sizes(sizes, 0);
+    for (size_t j = 0; j < parts.size(); ++j) out[rule.hf[j]] = parts[j].contiguous();
+  }
+  std::vector<std::string> unknown;
+  for (auto& [k, v] : src)
+    if (!used.count(k)) unknown.push_back(k);
+  if (!unknown.empty())
+    fail("flux_to_diffusers: {} tensors have no diffusers name, e.g. '{}'", unknown.size(), unknown.front());
   return out;
 }
 

@@ -33,3 +33,20 @@ TensorMap internvit_names(const TensorMap& checkpoint);
 TensorMap internvl_names(const TensorMap& checkpoint);
 
 }  // namespace iomm
+
+// ---- FLUX MM-DiT: diffusers FluxTransformer2DModel names <-> BFL (iomm's own) names.
+// diffusers splits the fused projections (double blocks' qkv -> to_q/to_k/to_v and add_q/k/v_proj; single blocks'
+// linear1 -> to_q/to_k/to_v/proj_mlp), renames the QK norms (scale -> weight), and stores the final layer's
+// modulation as (scale, shift) where BFL has (shift, scale): the halves are swapped both ways.
+namespace iomm {
+
+// True when the tensors are in diffusers FluxTransformer2DModel names (x_embedder.weight present).
+bool is_diffusers_flux(const TensorMap& checkpoint);
+// diffusers -> BFL names. Tensors that belong to no known module keep their names (load_weights reports them).
+TensorMap flux_from_diffusers(const TensorMap& diffusers);
+// BFL -> diffusers names. diffusers always has q/k/v biases and a pooled-vector embedder: absent ones (qkv_bias
+// false, no vector_in) are written as zeros, which makes the exported model compute the same function (a zero
+// text_embedder adds 0 whatever the pooled input; its width is `pooled_dim_if_absent`).
+TensorMap flux_to_diffusers(const TensorMap& bfl, int64_t pooled_dim_if_absent = 768);
+
+}  // namespace iomm
