@@ -1,3 +1,4 @@
+#include "models/hf_config.h"
 #include "models/internvit.h"
 
 #include <cmath>
@@ -21,16 +22,6 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-template <typename T>
-T get_or(const nlohmann::json& j, const char* key, T def, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
-  }
-}
-
 // `image_size` / `patch_size`: an int (original) or [h, w] (-hf); only square ones are supported.
 int64_t square_size(const nlohmann::json& j, const char* key, int64_t def, const std::string& source) {
   if (!j.contains(key) || j[key].is_null()) return def;
@@ -49,36 +40,36 @@ int64_t square_size(const nlohmann::json& j, const char* key, int64_t def, const
 InternViTConfig InternViTConfig::from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: vision_config is not an object", source);
   // The two config classes have different defaults for absent keys; the original one's are the 6B ViT's.
-  bool original = get_or<std::string>(j, "model_type", "", source) == "intern_vit_6b" || j.contains("qkv_bias") ||
+  bool original = json_get<std::string>(j, "model_type", "", source) == "intern_vit_6b" || j.contains("qkv_bias") ||
                   j.contains("qk_normalization");
   InternViTConfig c;
-  c.hidden_size = get_or<int64_t>(j, "hidden_size", original ? 3200 : 1024, source);
-  c.intermediate_size = get_or<int64_t>(j, "intermediate_size", original ? 12800 : 4096, source);
-  c.num_hidden_layers = get_or<int64_t>(j, "num_hidden_layers", original ? 48 : 24, source);
-  c.num_attention_heads = get_or<int64_t>(j, "num_attention_heads", original ? 25 : 16, source);
-  c.num_channels = get_or<int64_t>(j, "num_channels", 3, source);
+  c.hidden_size = json_get<int64_t>(j, "hidden_size", original ? 3200 : 1024, source);
+  c.intermediate_size = json_get<int64_t>(j, "intermediate_size", original ? 12800 : 4096, source);
+  c.num_hidden_layers = json_get<int64_t>(j, "num_hidden_layers", original ? 48 : 24, source);
+  c.num_attention_heads = json_get<int64_t>(j, "num_attention_heads", original ? 25 : 16, source);
+  c.num_channels = json_get<int64_t>(j, "num_channels", 3, source);
   c.image_size = square_size(j, "image_size", original ? 224 : 448, source);
   c.patch_size = square_size(j, "patch_size", 14, source);
-  c.layer_norm_eps = get_or<double>(j, "layer_norm_eps", 1e-6, source);
-  c.qkv_bias = original ? get_or<bool>(j, "qkv_bias", false, source) : get_or<bool>(j, "attention_bias", false, source);
+  c.layer_norm_eps = json_get<double>(j, "layer_norm_eps", 1e-6, source);
+  c.qkv_bias = original ? json_get<bool>(j, "qkv_bias", false, source) : json_get<bool>(j, "attention_bias", false, source);
 
   const char* qk_key = original ? "qk_normalization" : "use_qk_norm";
-  if (get_or<bool>(j, qk_key, original, source))
+  if (json_get<bool>(j, qk_key, original, source))
     fail("{}: vision_config.{} is true (or absent, which defaults to true for the original InternViT config); "
          "iomm supports the InternViT-300M variant without qk normalisation only",
          source, qk_key);
-  auto norm = get_or<std::string>(j, "norm_type", original ? "rms_norm" : "layer_norm", source);
+  auto norm = json_get<std::string>(j, "norm_type", original ? "rms_norm" : "layer_norm", source);
   if (norm != "layer_norm")
     fail("{}: vision_config.norm_type '{}' is not supported; InternViT-300M uses 'layer_norm'", source, norm);
-  auto act = get_or<std::string>(j, "hidden_act", "gelu", source);
+  auto act = json_get<std::string>(j, "hidden_act", "gelu", source);
   if (act != "gelu") fail("{}: vision_config.hidden_act '{}' is not supported; InternViT uses 'gelu'", source, act);
-  if (!get_or<bool>(j, "use_absolute_position_embeddings", true, source))
+  if (!json_get<bool>(j, "use_absolute_position_embeddings", true, source))
     fail("{}: vision_config.use_absolute_position_embeddings=false is not supported", source);
-  if (!get_or<bool>(j, "use_mean_pooling", true, source))
+  if (!json_get<bool>(j, "use_mean_pooling", true, source))
     fail("{}: vision_config.use_mean_pooling=false (a final LayerNorm on the ViT output) is not supported; "
          "InternVL3 has none",
          source);
-  if (get_or<bool>(j, "use_mask_token", false, source))
+  if (json_get<bool>(j, "use_mask_token", false, source))
     fail("{}: vision_config.use_mask_token=true is not supported (InternVL3 has no mask token)", source);
 
   for (auto [name, v] : {std::pair{"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
@@ -184,30 +175,8 @@ at::Tensor InternViTImpl::forward(const at::Tensor& pixel_values) {
 
 // ---------------------------------------------------------------------------------------------------- loading
 
-namespace {
-
-nlohmann::json read_config(const std::string& dir) {
-  std::string path = dir + "/config.json";
-  if (!std::filesystem::exists(path))
-    fail("{}: no config.json; point --model at a Hugging Face model directory (config.json + *.safetensors)", dir);
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-}
-
-torch::Dtype dtype_from_name(const std::string& d) {
-  if (d == "float32" || d == "fp32") return torch::kFloat32;
-  if (d == "bfloat16" || d == "bf16") return torch::kBFloat16;
-  if (d == "float16" || d == "fp16") return torch::kFloat16;
-  fail("dtype '{}' is not supported; use float32 or bfloat16", d);
-}
-
-}  // namespace
-
 InternViT load_internvit(const std::string& dir, const std::string& device, const std::string& dtype) {
-  auto j = read_config(dir);
+  auto j = read_model_config(dir);
   auto cfg = InternViTConfig::from_json(j.contains("vision_config") ? j["vision_config"] : j, dir + "/config.json");
   auto tensors = internvit_names(load_tensors(dir));
   InternViT m(cfg);

@@ -1,3 +1,4 @@
+#include "models/hf_config.h"
 #include "models/internvl.h"
 
 #include <filesystem>
@@ -15,20 +16,6 @@ namespace iomm {
 
 // ---------------------------------------------------------------------------------------------------- config
 
-namespace {
-
-template <typename T>
-T get_or(const nlohmann::json& j, const char* key, T def, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
-  }
-}
-
-}  // namespace
-
 int64_t InternVLConfig::tokens_per_tile() const {
   int64_t g = tile_size / vision.patch_size;
   return (g / 2) * (g / 2);
@@ -44,33 +31,33 @@ InternVLConfig InternVLConfig::from_json(const nlohmann::json& j, const std::str
   const char* llm_key = j.contains("llm_config") ? "llm_config" : j.contains("text_config") ? "text_config" : nullptr;
   if (!llm_key) fail("{}: no llm_config (original layout) or text_config (-hf layout)", source);
   const auto& llm = j[llm_key];
-  auto llm_type = get_or<std::string>(llm, "model_type", "qwen2", source);
+  auto llm_type = json_get<std::string>(llm, "model_type", "qwen2", source);
   if (llm_type != "qwen2")
     fail("{}: {}.model_type '{}' is not supported; iomm's InternVL has a Qwen2 LLM (InternVL3-1B/2B/8B/...)",
          source, llm_key, llm_type);
   c.llm = Qwen2Config::from_json(llm, source);
 
-  c.downsample_ratio = get_or<double>(j, "downsample_ratio", 0.5, source);
+  c.downsample_ratio = json_get<double>(j, "downsample_ratio", 0.5, source);
   if (c.downsample_ratio != 0.5)
     fail("{}: downsample_ratio {} is not supported; InternVL3 uses 0.5", source, c.downsample_ratio);
-  auto ps = get_or<std::string>(j, "ps_version", "v2", source);
+  auto ps = json_get<std::string>(j, "ps_version", "v2", source);
   if (ps != "v2") fail("{}: ps_version '{}' is not supported; InternVL3 uses pixel shuffle 'v2'", source, ps);
   for (const char* key : {"select_layer", "vision_feature_layer"}) {
-    auto layer = get_or<int64_t>(j, key, -1, source);
+    auto layer = json_get<int64_t>(j, key, -1, source);
     if (layer != -1) fail("{}: {} {} is not supported; InternVL3 uses the last ViT layer (-1)", source, key, layer);
   }
-  auto strategy = get_or<std::string>(j, "vision_feature_select_strategy", "default", source);
+  auto strategy = json_get<std::string>(j, "vision_feature_select_strategy", "default", source);
   if (strategy != "default")
     fail("{}: vision_feature_select_strategy '{}' is not supported; InternVL3 drops the CLS token ('default')",
          source, strategy);
-  auto act = get_or<std::string>(j, "projector_hidden_act", "gelu", source);
+  auto act = json_get<std::string>(j, "projector_hidden_act", "gelu", source);
   if (act != "gelu") fail("{}: projector_hidden_act '{}' is not supported; InternVL3 uses 'gelu'", source, act);
 
-  c.image_token_id = get_or<int64_t>(j, "image_token_id", get_or<int64_t>(j, "img_context_token_id", 151667, source),
+  c.image_token_id = json_get<int64_t>(j, "image_token_id", json_get<int64_t>(j, "img_context_token_id", 151667, source),
                                      source);
   if (c.image_token_id < 0 || c.image_token_id >= c.llm.vocab_size)
     fail("{}: image_token_id {} is outside the vocabulary (size {})", source, c.image_token_id, c.llm.vocab_size);
-  c.tile_size = get_or<int64_t>(j, "force_image_size", c.vision.image_size, source);
+  c.tile_size = json_get<int64_t>(j, "force_image_size", c.vision.image_size, source);
   if (c.tile_size % (2 * c.vision.patch_size) != 0)
     fail("{}: the tile size {} (force_image_size or vision_config.image_size) is not a multiple of 2 × patch_size "
          "{}, so pixel shuffle cannot pair the patches",
@@ -156,27 +143,9 @@ InternVLOutput InternVLImpl::forward(const at::Tensor& input_ids, const at::Tens
 
 // ---------------------------------------------------------------------------------------------------- loading
 
-namespace {
-
-torch::Dtype dtype_from_name(const std::string& d) {
-  if (d == "float32" || d == "fp32") return torch::kFloat32;
-  if (d == "bfloat16" || d == "bf16") return torch::kBFloat16;
-  if (d == "float16" || d == "fp16") return torch::kFloat16;
-  fail("dtype '{}' is not supported; use float32 or bfloat16", d);
-}
-
-}  // namespace
-
 InternVL load_internvl(const std::string& dir, const std::string& device, const std::string& dtype, bool lm_head) {
   std::string cfg_path = dir + "/config.json";
-  if (!std::filesystem::exists(cfg_path))
-    fail("{}: no config.json; point --model at an InternVL3 model directory (config.json + *.safetensors)", dir);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", cfg_path, e.what());
-  }
+  auto j = read_model_config(dir);
   auto cfg = InternVLConfig::from_json(j, cfg_path);
 
   auto tensors = internvl_names(load_tensors(dir));

@@ -1,3 +1,4 @@
+#include "models/hf_config.h"
 #include "models/mmdit.h"
 
 #include <cmath>
@@ -69,37 +70,27 @@ MMDiTConfig MMDiTConfig::from_config(Config& cfg, const std::string& prefix) {
   return c;
 }
 
-template <typename T>
-static T jget(const nlohmann::json& j, const char* key, T def, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
-  }
-}
-
 MMDiTConfig MMDiTConfig::from_json(const nlohmann::json& j, const std::string& source) {
   MMDiTConfig c;
   bool diffusers = j.contains("_class_name") || j.contains("num_layers") || j.contains("attention_head_dim");
   if (diffusers) {
-    auto cls = jget<std::string>(j, "_class_name", "FluxTransformer2DModel", source);
+    auto cls = json_get<std::string>(j, "_class_name", "FluxTransformer2DModel", source);
     if (cls != "FluxTransformer2DModel")
       fail("{}: _class_name is '{}'; the mmdit component loads diffusers FluxTransformer2DModel directories", source,
            cls);
-    if (jget<int64_t>(j, "patch_size", 1, source) != 1)
+    if (json_get<int64_t>(j, "patch_size", 1, source) != 1)
       fail("{}: patch_size must be 1 (FLUX packs 2x2 patches outside the transformer)", source);
-    c.in_channels = jget<int64_t>(j, "in_channels", 64, source);
-    c.out_channels = jget<int64_t>(j, "out_channels", c.in_channels, source);
-    c.depth = jget<int64_t>(j, "num_layers", 19, source);
-    c.depth_single = jget<int64_t>(j, "num_single_layers", 38, source);
-    int64_t hd = jget<int64_t>(j, "attention_head_dim", 128, source);
-    c.num_heads = jget<int64_t>(j, "num_attention_heads", 24, source);
+    c.in_channels = json_get<int64_t>(j, "in_channels", 64, source);
+    c.out_channels = json_get<int64_t>(j, "out_channels", c.in_channels, source);
+    c.depth = json_get<int64_t>(j, "num_layers", 19, source);
+    c.depth_single = json_get<int64_t>(j, "num_single_layers", 38, source);
+    int64_t hd = json_get<int64_t>(j, "attention_head_dim", 128, source);
+    c.num_heads = json_get<int64_t>(j, "num_attention_heads", 24, source);
     c.hidden_size = hd * c.num_heads;
-    c.context_in_dim = jget<int64_t>(j, "joint_attention_dim", 4096, source);
-    c.vec_in_dim = jget<int64_t>(j, "pooled_projection_dim", 768, source);  // diffusers always has text_embedder
-    c.guidance_embed = jget<bool>(j, "guidance_embeds", false, source);
-    c.axes_dim = jget<std::vector<int64_t>>(j, "axes_dims_rope", {16, 56, 56}, source);
+    c.context_in_dim = json_get<int64_t>(j, "joint_attention_dim", 4096, source);
+    c.vec_in_dim = json_get<int64_t>(j, "pooled_projection_dim", 768, source);  // diffusers always has text_embedder
+    c.guidance_embed = json_get<bool>(j, "guidance_embeds", false, source);
+    c.axes_dim = json_get<std::vector<int64_t>>(j, "axes_dims_rope", {16, 56, 56}, source);
     c.theta = 10000.0;
     c.qkv_bias = true;
     c.mlp_ratio = 4.0;
@@ -108,21 +99,21 @@ MMDiTConfig MMDiTConfig::from_json(const nlohmann::json& j, const std::string& s
       fail("{}: neither a diffusers FluxTransformer2DModel config (num_layers, attention_head_dim, ...) nor BFL "
            "FluxParams (hidden_size, num_heads, depth, depth_single_blocks, ...)",
            source);
-    c.in_channels = jget<int64_t>(j, "in_channels", 64, source);
-    c.out_channels = jget<int64_t>(j, "out_channels", c.in_channels, source);
-    c.hidden_size = jget<int64_t>(j, "hidden_size", 3072, source);
-    c.num_heads = jget<int64_t>(j, "num_heads", 24, source);
-    c.depth = jget<int64_t>(j, "depth", 19, source);
-    c.depth_single = jget<int64_t>(j, "depth_single_blocks", 38, source);
-    c.context_in_dim = jget<int64_t>(j, "context_in_dim", 4096, source);
-    c.vec_in_dim = jget<int64_t>(j, "vec_in_dim", 0, source);
-    c.mlp_ratio = jget<double>(j, "mlp_ratio", 4.0, source);
-    c.axes_dim = jget<std::vector<int64_t>>(j, "axes_dim", {16, 56, 56}, source);
-    c.theta = jget<double>(j, "theta", 10000.0, source);
-    c.qkv_bias = jget<bool>(j, "qkv_bias", true, source);
-    c.guidance_embed = jget<bool>(j, "guidance_embed", false, source);
+    c.in_channels = json_get<int64_t>(j, "in_channels", 64, source);
+    c.out_channels = json_get<int64_t>(j, "out_channels", c.in_channels, source);
+    c.hidden_size = json_get<int64_t>(j, "hidden_size", 3072, source);
+    c.num_heads = json_get<int64_t>(j, "num_heads", 24, source);
+    c.depth = json_get<int64_t>(j, "depth", 19, source);
+    c.depth_single = json_get<int64_t>(j, "depth_single_blocks", 38, source);
+    c.context_in_dim = json_get<int64_t>(j, "context_in_dim", 4096, source);
+    c.vec_in_dim = json_get<int64_t>(j, "vec_in_dim", 0, source);
+    c.mlp_ratio = json_get<double>(j, "mlp_ratio", 4.0, source);
+    c.axes_dim = json_get<std::vector<int64_t>>(j, "axes_dim", {16, 56, 56}, source);
+    c.theta = json_get<double>(j, "theta", 10000.0, source);
+    c.qkv_bias = json_get<bool>(j, "qkv_bias", true, source);
+    c.guidance_embed = json_get<bool>(j, "guidance_embed", false, source);
   }
-  c.patch_size = jget<int64_t>(j, "iomm_patch_size", 2, source);
+  c.patch_size = json_get<int64_t>(j, "iomm_patch_size", 2, source);
   c.validate(source);
   return c;
 }
@@ -526,13 +517,6 @@ int64_t mmdit_parameter_count(const MMDiTConfig& c) {
 
 // ---------------------------------------------------------------------------------------------------- loading
 
-static torch::Dtype parse_dtype(const std::string& d) {
-  if (d == "float32" || d == "fp32") return torch::kFloat32;
-  if (d == "bfloat16" || d == "bf16") return torch::kBFloat16;
-  if (d == "float16" || d == "fp16") return torch::kFloat16;
-  fail("dtype '{}' is not supported; use float32 or bfloat16", d);
-}
-
 MMDiT load_mmdit(const std::string& path, const std::string& device, const std::string& dtype, bool freeze) {
   if (!fs::exists(path))
     fail("{}: does not exist; pass a model directory (config.json + *.safetensors) or a .safetensors file", path);
@@ -544,20 +528,14 @@ MMDiT load_mmdit(const std::string& path, const std::string& device, const std::
   std::optional<MMDiTConfig> cfg;
   if (fs::is_directory(path) && fs::exists(dir / "config.json")) {
     std::string p = (dir / "config.json").string();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(p));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", p, e.what());
-    }
-    cfg = MMDiTConfig::from_json(j, p);
+    cfg = MMDiTConfig::from_json(read_json_file(p), p);
   } else if (fs::is_directory(path) && fs::exists(dir / "config.toml")) {
     auto c = Config::load((dir / "config.toml").string());
     cfg = MMDiTConfig::from_config(c, "generator");
   } else {
     cfg = MMDiTConfig::infer_from_weights(tensors, path);
   }
-  MMDiT m(*cfg, torch::TensorOptions().device(torch::Device(device)).dtype(parse_dtype(dtype)));
+  MMDiT m(*cfg, torch::TensorOptions().device(torch::Device(device)).dtype(dtype_from_name(dtype)));
   load_weights(*m, tensors, path);
   if (freeze)
     for (auto& p : m->parameters()) p.set_requires_grad(false);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/tensor_io.h"
+#include "models/hf_config.h"
 #include "models/name_conversion.h"
 #include "models/weights.h"
 
@@ -16,16 +17,6 @@ namespace iomm {
 namespace F = torch::nn::functional;
 
 // ---------------------------------------------------------------------------------------------------- config
-
-template <typename T>
-static T json_get(const nlohmann::json& j, const char* key, T def, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
-  }
-}
 
 Qwen2Config Qwen2Config::from_json(const nlohmann::json& j, const std::string& source) {
   Qwen2Config c;
@@ -199,26 +190,9 @@ void freeze(torch::nn::Module& m) {
 
 // ---------------------------------------------------------------------------------------------------- loading
 
-static nlohmann::json read_json_file(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-}
-
-static torch::Dtype parse_dtype(const std::string& d) {
-  if (d == "float32" || d == "fp32") return torch::kFloat32;
-  if (d == "bfloat16" || d == "bf16") return torch::kBFloat16;
-  if (d == "float16" || d == "fp16") return torch::kFloat16;
-  fail("dtype '{}' is not supported; use float32 or bfloat16", d);
-}
-
 Qwen2ForCausalLM load_qwen2(const std::string& dir, const std::string& device, const std::string& dtype) {
   std::string cfg_path = dir + "/config.json";
-  if (!std::filesystem::exists(cfg_path))
-    fail("{}: no config.json; point --model at a Hugging Face model directory (config.json + *.safetensors)", dir);
-  auto j = read_json_file(cfg_path);
+  auto j = read_model_config(dir);
   // InternVL configs nest the LLM config: `llm_config` (original) or `text_config` (-hf).
   const nlohmann::json* llm = &j;
   if (j.contains("llm_config")) llm = &j["llm_config"];
@@ -234,7 +208,7 @@ Qwen2ForCausalLM load_qwen2(const std::string& dir, const std::string& device, c
   Qwen2ForCausalLM m(cfg, has_head);
   load_weights(*m, tensors, dir, {}, /*allow_unexpected=*/false);
   freeze(*m);
-  m->to(torch::Device(device), parse_dtype(dtype));
+  m->to(torch::Device(device), dtype_from_name(dtype));
   m->eval();
   return m;
 }
@@ -249,7 +223,7 @@ ForwardComponent qwen2_forward_component() {
   c.run = [](const ForwardOptions& opt, const TensorMap& in) {
     auto m = load_qwen2(opt.model_dir, opt.device, opt.dtype);
     auto dev = torch::Device(opt.device);
-    auto dt = parse_dtype(opt.dtype);
+    auto dt = dtype_from_name(opt.dtype);
     auto get = [&](const char* n) { return in.count(n) ? in.at(n).to(dev) : at::Tensor(); };
     at::Tensor embeds = get("inputs_embeds");
     if (embeds.defined() == in.count("input_ids") > 0)
