@@ -148,3 +148,25 @@ def test_errors_name_the_file_and_the_fix(vae_dirs, tmp_path):
     p = run_iomm("forward", "--component", "vae-encode", "--model", hf, "--inputs", bad, "--out",
                  tmp_path / "o.safetensors", check=False)
     assert p.returncode != 0 and "multiple of the downsample factor" in p.stderr
+
+
+@pytest.mark.parametrize("tile,overlap", [(4, 0.25), (6, 0.5)])
+def test_tiled_decode_matches_diffusers(vae_dirs, tile, overlap, tmp_path):
+    """iomm's tiled decode equals diffusers' tiled_decode, so its seam error vs the untiled decode is diffusers'."""
+    name, vae, hf, _ = vae_dirs
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    z = torch.randn(1, 16, 11, 9, generator=torch.Generator().manual_seed(7))
+    vae.tile_latent_min_size, vae.tile_sample_min_size, vae.tile_overlap_factor = tile, tile * f, overlap
+    with torch.no_grad():
+        full = vae.decode(z).sample
+        ref = vae.tiled_decode(z).sample
+    got = run_forward(tmp_path, "vae-decode", hf, {"z": z, "tile_latent_size": torch.tensor(tile),
+                                                   "tile_overlap": torch.tensor(overlap, dtype=torch.float64)})["sample"]
+    assert got.shape == ref.shape == full.shape
+    err = max_err(got, ref)
+    seam_iomm, seam_ref = max_err(got, full), max_err(ref, full)
+    print(f"tiled {name} tile {tile} overlap {overlap}: vs diffusers tiled {err:.3g}; "
+          f"seam error vs untiled: iomm {seam_iomm:.3g}, diffusers {seam_ref:.3g}")
+    assert seam_ref > 1e-3  # the tiling is real
+    assert err < TOL
+    assert seam_iomm <= seam_ref + TOL
