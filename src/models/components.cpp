@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "models/autoencoder.h"
 #include "models/internvit.h"
 #include "models/internvl.h"
 #include "models/internvl_preprocess.h"
@@ -26,6 +27,8 @@ const std::vector<ForwardComponent>& forward_components() {
         internvl_forward_component(),
         internvl_tiles_forward_component(),
         mmdit_forward_component(),
+        vae_encode_forward_component(),
+        vae_decode_forward_component(),
     };
     std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.name < b.name; });
     return v;

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <optional>
+#include <regex>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -287,6 +288,147 @@ TensorMap flux_to_diffusers(const TensorMap& bfl, int64_t pooled_dim_if_absent) 
     if (!used.count(k)) unknown.push_back(k);
   if (!unknown.empty())
     fail("flux_to_diffusers: {} tensors have no diffusers name, e.g. '{}'", unknown.size(), unknown.front());
+  return out;
+}
+
+}  // namespace iomm
+
+// ---------------------------------------------------------------------------------------------------- FLUX AE
+
+namespace iomm {
+
+namespace {
+
+// Number of decoder levels: 1 + the largest level index under `prefix` (e.g. "decoder.up_blocks.").
+int64_t vae_levels(const TensorMap& m, const std::string& prefix) {
+  int64_t n = 0;
+  for (auto& [k, v] : m)
+    if (starts_with(k, prefix)) n = std::max<int64_t>(n, std::stoll(k.substr(prefix.size())) + 1);
+  return n;
+}
+
+bool is_attn_weight_1x1(const std::string& bfl_name) {
+  static const std::regex re(R"((en|de)coder\.mid\.attn_1\.(q|k|v|proj_out)\.weight)");
+  return std::regex_match(bfl_name, re);
+}
+
+// One name, diffusers -> BFL; nullopt when the name is not part of AutoencoderKL.
+std::optional<std::string> vae_name_from_hf(const std::string& k, int64_t up_levels) {
+  std::smatch m;
+  static const std::regex top(R"((quant_conv|post_quant_conv)\.(weight|bias))");
+  if (std::regex_match(k, top)) return k;
+  static const std::regex part(R"((encoder|decoder)\.(.+))");
+  if (!std::regex_match(k, m, part)) return std::nullopt;
+  std::string side = m[1], rest = m[2];
+  auto res_leaf = [](std::string leaf) { return leaf == "conv_shortcut" ? std::string("nin_shortcut") : leaf; };
+  static const std::regex plain(R"((conv_in|conv_out)\.(weight|bias))");
+  static const std::regex norm_out(R"(conv_norm_out\.(weight|bias))");
+  static const std::regex down(R"(down_blocks\.(\d+)\.resnets\.(\d+)\.(norm1|conv1|norm2|conv2|conv_shortcut)\.(weight|bias))");
+  static const std::regex downs(R"(down_blocks\.(\d+)\.downsamplers\.0\.conv\.(weight|bias))");
+  static const std::regex up(R"(up_blocks\.(\d+)\.resnets\.(\d+)\.(norm1|conv1|norm2|conv2|conv_shortcut)\.(weight|bias))");
+  static const std::regex ups(R"(up_blocks\.(\d+)\.upsamplers\.0\.conv\.(weight|bias))");
+  static const std::regex midres(R"(mid_block\.resnets\.([01])\.(norm1|conv1|norm2|conv2|conv_shortcut)\.(weight|bias))");
+  static const std::regex attn(
+      R"(mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0|query|key|value|proj_attn)\.(weight|bias))");
+  std::smatch r;
+  if (std::regex_match(rest, r, plain)) return side + "." + rest;
+  if (std::regex_match(rest, r, norm_out)) return side + ".norm_out." + r[1].str();
+  if (side == "encoder" && std::regex_match(rest, r, down))
+    return fmt::format("encoder.down.{}.block.{}.{}.{}", r[1].str(), r[2].str(), res_leaf(r[3]), r[4].str());
+  if (side == "encoder" && std::regex_match(rest, r, downs))
+    return fmt::format("encoder.down.{}.downsample.conv.{}", r[1].str(), r[2].str());
+  if (side == "decoder" && std::regex_match(rest, r, up))
+    return fmt::format("decoder.up.{}.block.{}.{}.{}", up_levels - 1 - std::stoll(r[1]), r[2].str(),
+                       res_leaf(r[3]), r[4].str());
+  if (side == "decoder" && std::regex_match(rest, r, ups))
+    return fmt::format("decoder.up.{}.upsample.conv.{}", up_levels - 1 - std::stoll(r[1]), r[2].str());
+  if (std::regex_match(rest, r, midres))
+    return fmt::format("{}.mid.block_{}.{}.{}", side, r[1] == "0" ? 1 : 2, res_leaf(r[2]), r[3].str());
+  if (std::regex_match(rest, r, attn)) {
+    static const std::map<std::string, std::string> leaf = {
+        {"group_norm", "norm"}, {"to_q", "q"},      {"to_k", "k"},       {"to_v", "v"},
+        {"to_out.0", "proj_out"}, {"query", "q"},  {"key", "k"},        {"value", "v"},
+        {"proj_attn", "proj_out"}};
+    return fmt::format("{}.mid.attn_1.{}.{}", side, leaf.at(r[1]), r[2].str());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool is_diffusers_vae(const TensorMap& m) {
+  return any_prefix(m, "encoder.down_blocks.") || m.count("encoder.conv_norm_out.weight") > 0;
+}
+
+TensorMap vae_from_diffusers(const TensorMap& hf) {
+  int64_t n = vae_levels(hf, "decoder.up_blocks.");
+  TensorMap out;
+  for (auto& [k, v] : hf) {
+    auto name = vae_name_from_hf(k, n);
+    if (!name) {
+      out[k] = v;
+      continue;
+    }
+    out[*name] = (is_attn_weight_1x1(*name) && v.dim() == 2) ? v.reshape({v.size(0), v.size(1), 1, 1}) : v;
+  }
+  return out;
+}
+
+TensorMap vae_to_diffusers(const TensorMap& bfl) {
+  int64_t n = vae_levels(bfl, "decoder.up.");
+  TensorMap out;
+  std::vector<std::string> unknown;
+  for (auto& [k, v] : bfl) {
+    std::smatch r;
+    std::string hf;
+    static const std::regex top(R"((quant_conv|post_quant_conv)\.(weight|bias))");
+    static const std::regex part(R"((encoder|decoder)\.(.+))");
+    static const std::regex res(R"((down|up)\.(\d+)\.block\.(\d+)\.(norm1|conv1|norm2|conv2|nin_shortcut)\.(weight|bias))");
+    static const std::regex sampler(R"((down|up)\.(\d+)\.(downsample|upsample)\.conv\.(weight|bias))");
+    static const std::regex midres(R"(mid\.block_([12])\.(norm1|conv1|norm2|conv2|nin_shortcut)\.(weight|bias))");
+    static const std::regex attn(R"(mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias))");
+    static const std::regex io(R"((conv_in|conv_out)\.(weight|bias))");
+    static const std::regex norm_out(R"(norm_out\.(weight|bias))");
+    if (std::regex_match(k, top)) {
+      out[k] = v;
+      continue;
+    }
+    std::smatch p;
+    if (std::regex_match(k, p, part)) {
+      std::string side = p[1], rest = p[2];
+      auto leaf = [](std::string s) { return s == "nin_shortcut" ? std::string("conv_shortcut") : s; };
+      auto level = [&](const std::string& kind, const std::string& i) {
+        int64_t l = std::stoll(i);
+        return kind == "up" ? n - 1 - l : l;
+      };
+      if (std::regex_match(rest, r, io)) {
+        hf = k;
+      } else if (std::regex_match(rest, r, norm_out)) {
+        hf = side + ".conv_norm_out." + r[1].str();
+      } else if (std::regex_match(rest, r, res) && (r[1] == "down") == (side == "encoder")) {
+        hf = fmt::format("{}.{}_blocks.{}.resnets.{}.{}.{}", side, r[1].str(), level(r[1], r[2]), r[3].str(),
+                         leaf(r[4]), r[5].str());
+      } else if (std::regex_match(rest, r, sampler) && (r[1] == "down") == (side == "encoder") &&
+                 (r[3] == "downsample") == (r[1] == "down")) {
+        hf = fmt::format("{}.{}_blocks.{}.{}rs.0.conv.{}", side, r[1].str(), level(r[1], r[2]), r[3].str(),
+                         r[4].str());
+      } else if (std::regex_match(rest, r, midres)) {
+        hf = fmt::format("{}.mid_block.resnets.{}.{}.{}", side, r[1] == "1" ? 0 : 1, leaf(r[2]), r[3].str());
+      } else if (std::regex_match(rest, r, attn)) {
+        static const std::map<std::string, std::string> names = {
+            {"norm", "group_norm"}, {"q", "to_q"}, {"k", "to_k"}, {"v", "to_v"}, {"proj_out", "to_out.0"}};
+        hf = fmt::format("{}.mid_block.attentions.0.{}.{}", side, names.at(r[1]), r[2].str());
+      }
+    }
+    if (hf.empty()) {
+      unknown.push_back(k);
+      continue;
+    }
+    out[hf] = (is_attn_weight_1x1(k) && v.dim() == 4) ? v.reshape({v.size(0), v.size(1)}) : v;
+  }
+  if (!unknown.empty())
+    fail("vae_to_diffusers: {} tensors have no diffusers AutoencoderKL name, e.g. '{}'", unknown.size(),
+         unknown.front());
   return out;
 }
 

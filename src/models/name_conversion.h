@@ -50,3 +50,25 @@ TensorMap flux_from_diffusers(const TensorMap& diffusers);
 TensorMap flux_to_diffusers(const TensorMap& bfl, int64_t pooled_dim_if_absent = 768);
 
 }  // namespace iomm
+
+// ---- FLUX autoencoder: diffusers AutoencoderKL names <-> BFL (iomm's own) names (ae.safetensors layout).
+//   encoder.down.I.block.J.*        encoder.down_blocks.I.resnets.J.*     (nin_shortcut <-> conv_shortcut)
+//   encoder.down.I.downsample.conv  encoder.down_blocks.I.downsamplers.0.conv
+//   {en,de}coder.mid.block_{1,2}    {en,de}coder.mid_block.resnets.{0,1}
+//   {en,de}coder.mid.attn_1.{norm,q,k,v,proj_out}  ...mid_block.attentions.0.{group_norm,to_q,to_k,to_v,to_out.0}
+//                                   (1x1 conv weights [C,C,1,1] <-> Linear weights [C,C]; diffusers' deprecated
+//                                   query/key/value/proj_attn names are read too)
+//   decoder.up.L.block.J.*          decoder.up_blocks.(N-1-L).resnets.J.*  (reversed level order)
+//   decoder.up.L.upsample.conv      decoder.up_blocks.(N-1-L).upsamplers.0.conv
+//   {en,de}coder.norm_out           {en,de}coder.conv_norm_out
+// conv_in, conv_out, quant_conv and post_quant_conv keep their names.
+namespace iomm {
+
+// True when the tensors are in diffusers AutoencoderKL names (encoder.down_blocks.* / encoder.conv_norm_out.*).
+bool is_diffusers_vae(const TensorMap& checkpoint);
+// diffusers -> BFL names. Tensors that belong to no known module keep their names (load_weights reports them).
+TensorMap vae_from_diffusers(const TensorMap& diffusers);
+// BFL -> diffusers names (fails on tensors with no diffusers name).
+TensorMap vae_to_diffusers(const TensorMap& bfl);
+
+}  // namespace iomm
