@@ -8,6 +8,7 @@
 #include "models/internvl_preprocess.h"
 #include "models/mmdit.h"
 #include "models/qwen2.h"
+#include "models/zimage_dit.h"
 
 namespace iomm {
 
@@ -26,6 +27,7 @@ const std::vector<ForwardComponent>& forward_components() {
         internvl_forward_component(),
         internvl_tiles_forward_component(),
         mmdit_forward_component(),
+        zimage_forward_component(),
     };
     std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.name < b.name; });
     return v;
