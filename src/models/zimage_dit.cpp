@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/tensor_io.h"
+#include "models/name_conversion.h"
 #include "models/weights.h"
 
 namespace iomm {
@@ -437,6 +438,7 @@ ZImageDiT load_zimage(const std::string& path, const std::string& device, const 
     fail("{}: has neither config.json (diffusers ZImageTransformer2DModel) nor config.toml ([generator] table)", path);
   }
   auto tensors = load_tensors(path);
+  if (is_original_zimage(tensors)) tensors = zimage_from_original(tensors);
   ZImageDiT m(cfg, torch::TensorOptions().device(torch::Device(device)).dtype(zimage_dtype(dtype)));
   load_weights(*m, tensors, path);
   if (freeze)

@@ -157,7 +157,7 @@ RopeTables zimage_rope(const at::Tensor& ids, const ZImageConfig& c);
 int64_t zimage_parameter_count(const ZImageConfig& c);
 
 // Loads a diffusers ZImageTransformer2DModel directory (config.json + safetensors) or an iomm directory with a
-// config.toml [generator] table.
+// config.toml [generator] table. Tensors in the original Z-Image names are converted (name_conversion.h).
 ZImageDiT load_zimage(const std::string& path, const std::string& device = "cpu", const std::string& dtype = "float32",
                       bool freeze = true);
 

@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "models/name_conversion.h"
 #include "models/weights.h"
 #include "models/zimage_dit.h"
 
@@ -211,4 +212,42 @@ TEST(ZImage, PatchifyIsChannelLast) {
   m->final_layer->linear->weight[0][0] = 1.0;  // back out at feature 0 = (ph 0, pw 0, c 0)
   y = m->forward(in);
   EXPECT_GT(y[0][0][0][0].item<double>() * in.x[0][2][1][0].item<double>(), 0.0);
+}
+
+TEST(ZImage, LoadsOriginalZImageNames) {
+  auto c = tiny_config();
+  auto m = random_model(c, 11);
+  auto state = module_state(*m);
+  // The original Tongyi-MAI names: fused qkv, attention.out, q_norm/k_norm, final_layer./x_embedder., a prefix.
+  TensorMap orig;
+  for (auto& [k, v] : state) {
+    std::string n = k;
+    auto rep = [&](const std::string& a, const std::string& b) {
+      auto p = n.find(a);
+      if (p != std::string::npos) n = n.substr(0, p) + b + n.substr(p + a.size());
+    };
+    if (n.find(".attention.to_k.") != std::string::npos || n.find(".attention.to_v.") != std::string::npos) continue;
+    if (n.find(".attention.to_q.weight") != std::string::npos) {
+      auto base = n.substr(0, n.find(".attention.to_q.weight"));
+      orig["model.diffusion_model." + base + ".attention.qkv.weight"] =
+          torch::cat({v, state.at(base + ".attention.to_k.weight"), state.at(base + ".attention.to_v.weight")}, 0);
+      continue;
+    }
+    rep("all_final_layer.2-1.", "final_layer.");
+    rep("all_x_embedder.2-1.", "x_embedder.");
+    rep(".attention.to_out.0.", ".attention.out.");
+    rep(".attention.norm_q.", ".attention.q_norm.");
+    rep(".attention.norm_k.", ".attention.k_norm.");
+    orig["model.diffusion_model." + n] = v;
+  }
+  orig["norm_final.weight"] = torch::ones({c.dim});
+  ASSERT_TRUE(is_original_zimage(orig));
+  EXPECT_FALSE(is_original_zimage(state));
+  auto conv = zimage_from_original(orig);
+  EXPECT_EQ(conv.size(), state.size());
+  ZImageDiT m2(c);
+  load_weights(*m2, conv, "original");
+  torch::NoGradGuard g;
+  auto in = random_input(c, 1, 5, 12);
+  EXPECT_TRUE(torch::equal(m->forward(in), m2->forward(in)));
 }
