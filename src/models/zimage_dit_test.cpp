@@ -136,7 +136,10 @@ TEST(ZImage, PaddedConditionTokensDoNotChangeTheOutput) {
   one.t = in.t.narrow(0, 0, 1);
   one.cap_feats = in.cap_feats.narrow(0, 0, 1).narrow(1, 0, 7);
   auto y2 = m->forward(one);
-  EXPECT_LT((y0.narrow(0, 0, 1) - y2).abs().max().item<double>(), 1e-5);
+  // (a different batch layout: masked vs unmasked attention kernels, so fp32 rounding, relative to the output scale)
+  double scale = y0.abs().max().item<double>();
+  std::printf("alone vs batched: max abs diff %.3g, output scale %.3g\n", (y0.narrow(0, 0, 1) - y2).abs().max().item<double>(), scale);
+  EXPECT_LT((y0.narrow(0, 0, 1) - y2).abs().max().item<double>(), 1e-5 * scale);
   // ... and the real tokens do matter.
   auto in3 = in;
   in3.cap_feats = in.cap_feats.clone();
