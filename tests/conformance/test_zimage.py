@@ -122,3 +122,15 @@ def test_inspect_xl_config():
     with torch.device("meta"):
         ref = diffusers.ZImageTransformer2DModel(cap_feat_dim=1536, axes_lens=[1536, 512, 512])
     assert n == sum(p.numel() for p in ref.parameters())
+
+
+def test_inspect_checks_a_checkpoint_against_a_config(zdir, tmp_path):
+    d, _ = zdir
+    toml = tmp_path / "z.toml"
+    body = ('[generator]\narch = "zimage"\nin_channels = 4\ndim = 64\nn_layers = 2\nn_refiner_layers = 2\n'
+            'n_heads = 2\nn_kv_heads = 2\ncap_feat_dim = 24\naxes_dims = [8, 12, 12]\naxes_lens = [256, 64, 64]\n')
+    toml.write_text(body)
+    assert "matches the config" in run_iomm("inspect", d, "--config", toml).stdout
+    toml.write_text(body.replace("n_layers = 2", "n_layers = 3"))
+    proc = run_iomm("inspect", d, "--config", toml, check=False)
+    assert proc.returncode != 0 and "layers.2.attention.to_q.weight" in proc.stderr
