@@ -10,6 +10,8 @@
 // parameter count from the config alone (built on the meta device), and with PATH checks that the checkpoint
 // (diffusers or BFL names) has exactly the tensors and shapes that config needs; exits non-zero with the lists of
 // missing, unexpected and mis-shaped tensors otherwise. No tensor data is read.
+#include <set>
+
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -21,6 +23,7 @@
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
 #include "models/mmdit.h"
+#include "models/zimage_dit.h"
 
 namespace {
 
@@ -97,8 +100,45 @@ void save_copy(const InspectOptions& o, const st::Checkpoint& ckpt) {
   spdlog::info("copied {} tensors to {}", tensors.size(), o.save_copy);
 }
 
+// generator.arch = "zimage" (IOMM-XL): Z-Image's S3-DiT; the checkpoint check compares diffusers
+// ZImageTransformer2DModel names and shapes with the meta-device model.
+int run_zimage_config_check(const InspectOptions& o, iomm::Config& cfg) {
+  auto zc = iomm::ZImageConfig::from_config(cfg, "generator");
+  int64_t n = iomm::zimage_parameter_count(zc);
+  fmt::print("{}: generator Z-Image S3-DiT D={} ({} heads of {}), {} layers + {} noise / {} context refiner "
+             "blocks, context {}: {} parameters ({})\n",
+             o.config, zc.dim, zc.n_heads, zc.head_dim(), zc.n_layers, zc.n_refiner_layers, zc.n_refiner_layers,
+             zc.cap_feat_dim, n, human_count(static_cast<uint64_t>(n)));
+  if (o.path.empty()) return 0;
+  st::Checkpoint ckpt(o.path, o.pread ? st::ReadMode::Pread : st::ReadMode::Mmap);
+  iomm::ZImageDiT m(zc, torch::TensorOptions().device(torch::kMeta));
+  std::vector<std::string> missing, unexpected, mis_shaped;
+  auto all_names = ckpt.names();
+  std::set<std::string> names(all_names.begin(), all_names.end());
+  for (auto& p : m->named_parameters()) {
+    if (!names.count(p.key())) {
+      missing.push_back(p.key());
+      continue;
+    }
+    const auto& shape = ckpt.info(p.key()).shape;
+    if (shape != p.value().sizes().vec())
+      mis_shaped.push_back(fmt::format("{}: checkpoint {} vs config {}", p.key(), shape, p.value().sizes().vec()));
+    names.erase(p.key());
+  }
+  unexpected.assign(names.begin(), names.end());
+  if (!missing.empty() || !unexpected.empty() || !mis_shaped.empty())
+    iomm::fail("{} vs {}: the checkpoint does not match the config; missing: [{}]; unexpected: [{}]; mis-shaped: "
+               "[{}]",
+               ckpt.source(), o.config, fmt::join(missing, ", "), fmt::join(unexpected, ", "),
+               fmt::join(mis_shaped, "; "));
+  fmt::print("{}: matches the config ({} tensors)\n", o.path, all_names.size());
+  return 0;
+}
+
 int run_config_check(const InspectOptions& o) {
   auto cfg = iomm::Config::load(o.config);
+  if (cfg.has("generator.arch") && cfg.get_choice("generator.arch", "mmdit", {"mmdit", "zimage"}) == "zimage")
+    return run_zimage_config_check(o, cfg);
   auto mc = iomm::MMDiTConfig::from_config(cfg, "generator");
   int64_t n = iomm::mmdit_parameter_count(mc);
   fmt::print("{}: generator MM-DiT D={} ({} heads of {}), {} double + {} single blocks, context {}: {} parameters "

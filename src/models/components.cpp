@@ -9,6 +9,7 @@
 #include "models/internvl_preprocess.h"
 #include "models/mmdit.h"
 #include "models/qwen2.h"
+#include "models/zimage_dit.h"
 
 namespace iomm {
 
@@ -29,6 +30,7 @@ const std::vector<ForwardComponent>& forward_components() {
         mmdit_forward_component(),
         vae_encode_forward_component(),
         vae_decode_forward_component(),
+        zimage_forward_component(),
     };
     std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.name < b.name; });
     return v;

@@ -433,3 +433,60 @@ TensorMap vae_to_diffusers(const TensorMap& bfl) {
 }
 
 }  // namespace iomm
+
+// ---------------------------------------------------------------------------------------------------- Z-Image
+
+namespace iomm {
+
+static std::string zimage_strip(const std::string& k) {
+  const std::string pre = "model.diffusion_model.";
+  return k.rfind(pre, 0) == 0 ? k.substr(pre.size()) : k;
+}
+
+bool is_original_zimage(const TensorMap& checkpoint) {
+  for (auto& [k, v] : checkpoint) {
+    auto s = zimage_strip(k);
+    if (s.find(".attention.qkv.weight") != std::string::npos || s.rfind("x_embedder.", 0) == 0 ||
+        s.rfind("final_layer.", 0) == 0)
+      return true;
+  }
+  return false;
+}
+
+TensorMap zimage_from_original(const TensorMap& original) {
+  static const std::pair<const char*, const char*> kRename[] = {
+      {"final_layer.", "all_final_layer.2-1."},
+      {"x_embedder.", "all_x_embedder.2-1."},
+      {".attention.out.bias", ".attention.to_out.0.bias"},
+      {".attention.k_norm.weight", ".attention.norm_k.weight"},
+      {".attention.q_norm.weight", ".attention.norm_q.weight"},
+      {".attention.out.weight", ".attention.to_out.0.weight"},
+  };
+  TensorMap out;
+  for (auto& [key, t] : original) {
+    std::string k = zimage_strip(key);
+    if (k == "norm_final.weight") continue;
+    for (auto& [from, to] : kRename) {
+      std::string f(from);
+      // Whole-prefix renames apply only at the start (diffusers' str.replace would also hit "all_final_layer.").
+      if (f[0] != '.') {
+        if (k.rfind(f, 0) == 0) k = to + k.substr(f.size());
+      } else if (auto pos = k.find(f); pos != std::string::npos) {
+        k = k.substr(0, pos) + to + k.substr(pos + f.size());
+      }
+    }
+    auto pos = k.find(".attention.qkv.weight");
+    if (pos != std::string::npos) {
+      if (t.size(0) % 3) fail("zimage_from_original: '{}' has {} rows, not a multiple of 3 (fused q, k, v)", key,
+                              t.size(0));
+      auto parts = t.chunk(3, 0);
+      const char* names[] = {".attention.to_q.weight", ".attention.to_k.weight", ".attention.to_v.weight"};
+      for (int j = 0; j < 3; ++j) out[k.substr(0, pos) + names[j]] = parts[j].contiguous();
+      continue;
+    }
+    out[k] = t;
+  }
+  return out;
+}
+
+}  // namespace iomm

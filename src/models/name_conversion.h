@@ -72,3 +72,15 @@ TensorMap vae_from_diffusers(const TensorMap& diffusers);
 TensorMap vae_to_diffusers(const TensorMap& bfl);
 
 }  // namespace iomm
+
+// ---- Z-Image S3-DiT: the original Tongyi-MAI checkpoint names -> diffusers ZImageTransformer2DModel names (iomm's
+// own), as diffusers' convert_z_image_transformer_checkpoint_to_diffusers does: the "model.diffusion_model." prefix
+// is dropped, final_layer./x_embedder. become all_final_layer.2-1./all_x_embedder.2-1., attention.out -> to_out.0,
+// q_norm/k_norm -> norm_q/norm_k, the fused attention.qkv splits into to_q/to_k/to_v, norm_final.weight is dropped.
+namespace iomm {
+
+// True when the tensors are in the original Z-Image names (a fused attention.qkv or an unprefixed x_embedder).
+bool is_original_zimage(const TensorMap& checkpoint);
+TensorMap zimage_from_original(const TensorMap& original);
+
+}  // namespace iomm
