@@ -66,7 +66,8 @@ void print_text(const st::Checkpoint& ckpt) {
     fmt::print("metadata:\n");
     for (const auto& [k, v] : ckpt.metadata()) fmt::print("  {}: {}\n", k, v);
   }
-  fmt::print("total: {} tensors, {} parameters ({}), {} bytes\n", names.size(), params, human_count(params), bytes);
+  std::string human = params >= 1000 ? fmt::format(" ({})", human_count(params)) : "";
+  fmt::print("total: {} tensors, {} parameters{}, {} bytes\n", names.size(), params, human, bytes);
 }
 
 void print_json(const st::Checkpoint& ckpt) {
