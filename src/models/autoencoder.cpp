@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/tensor_io.h"
+#include "models/hf_config.h"
 #include "models/name_conversion.h"
 #include "models/weights.h"
 
@@ -388,13 +389,6 @@ at::Tensor FluxAEImpl::decode_raw_tiled(const at::Tensor& z, int64_t tile_latent
 
 // ---------------------------------------------------------------------------------------------------- loading
 
-static torch::Dtype ae_dtype(const std::string& d) {
-  if (d == "float32" || d == "fp32") return torch::kFloat32;
-  if (d == "bfloat16" || d == "bf16") return torch::kBFloat16;
-  if (d == "float16" || d == "fp16") return torch::kFloat16;
-  fail("dtype '{}' is not supported; use float32 or bfloat16", d);
-}
-
 FluxAE load_flux_ae(const std::string& path, const std::string& device, const std::string& dtype, bool freeze) {
   if (path.empty())
     fail("no autoencoder given: pass a diffusers AutoencoderKL directory or FLUX's ae.safetensors");
@@ -407,19 +401,13 @@ FluxAE load_flux_ae(const std::string& path, const std::string& device, const st
   fs::path cfg_path = fs::path(path) / "config.json";
   AutoencoderConfig c;
   if (fs::is_directory(path) && fs::exists(cfg_path)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(cfg_path.string()));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", cfg_path.string(), e.what());
-    }
-    c = AutoencoderConfig::from_json(j, cfg_path.string());
+    c = AutoencoderConfig::from_json(read_json_file(cfg_path.string()), cfg_path.string());
   } else {
     c = AutoencoderConfig::infer_from_weights(tensors, path);
   }
   FluxAE m(c);
   load_weights(*m, tensors, path);
-  m->to(torch::Device(device), ae_dtype(dtype));
+  m->to(torch::Device(device), dtype_from_name(dtype));
   if (freeze)
     for (auto& p : m->parameters()) p.set_requires_grad(false);
   m->eval();

@@ -25,6 +25,7 @@ c10::ScalarType dtype_from_name(const std::string& d) {
   if (d == "float32" || d == "fp32") return c10::kFloat;
   if (d == "bfloat16" || d == "bf16") return c10::kBFloat16;
   if (d == "float16" || d == "fp16") return c10::kHalf;
+  if (d == "float64" || d == "fp64") return c10::kDouble;  // gradient checks
   fail("dtype '{}' is not supported; use float32 or bfloat16", d);
 }
 

@@ -24,7 +24,7 @@ T json_get(const nlohmann::json& j, const char* key, T def, const std::string& s
 nlohmann::json read_json_file(const std::string& path);
 // DIR/config.json; a missing file says what --model must point at.
 nlohmann::json read_model_config(const std::string& dir);
-// "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16".
+// "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16", "float64"/"fp64".
 c10::ScalarType dtype_from_name(const std::string& name);
 
 }  // namespace iomm

@@ -1,4 +1,3 @@
-#include "models/hf_config.h"
 #include "models/internvit.h"
 
 #include <cmath>
@@ -10,6 +9,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/tensor_io.h"
+#include "models/hf_config.h"
 #include "models/name_conversion.h"
 #include "models/qwen2.h"
 #include "models/weights.h"

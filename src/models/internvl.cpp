@@ -1,4 +1,3 @@
-#include "models/hf_config.h"
 #include "models/internvl.h"
 
 #include <filesystem>
@@ -9,6 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/tensor_io.h"
+#include "models/hf_config.h"
 #include "models/name_conversion.h"
 #include "models/weights.h"
 

@@ -1,4 +1,3 @@
-#include "models/hf_config.h"
 #include "models/mmdit.h"
 
 #include <cmath>
@@ -14,6 +13,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/tensor_io.h"
+#include "models/hf_config.h"
 #include "models/name_conversion.h"
 #include "models/weights.h"
 

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/tensor_io.h"
+#include "models/hf_config.h"
 #include "models/name_conversion.h"
 #include "models/weights.h"
 
@@ -67,24 +68,14 @@ ZImageConfig ZImageConfig::from_config(Config& cfg, const std::string& prefix) {
   return c;
 }
 
-template <typename T>
-static T jget(const nlohmann::json& j, const char* key, T def, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
-  }
-}
-
 ZImageConfig ZImageConfig::from_json(const nlohmann::json& j, const std::string& source) {
-  auto cls = jget<std::string>(j, "_class_name", "ZImageTransformer2DModel", source);
+  auto cls = json_get<std::string>(j, "_class_name", "ZImageTransformer2DModel", source);
   if (cls != "ZImageTransformer2DModel")
     fail("{}: _class_name is '{}'; the zimage-dit component loads diffusers ZImageTransformer2DModel directories",
          source, cls);
   ZImageConfig c;
-  auto ps = jget<std::vector<int64_t>>(j, "all_patch_size", {2}, source);
-  auto fps = jget<std::vector<int64_t>>(j, "all_f_patch_size", {1}, source);
+  auto ps = json_get<std::vector<int64_t>>(j, "all_patch_size", {2}, source);
+  auto fps = json_get<std::vector<int64_t>>(j, "all_f_patch_size", {1}, source);
   if (ps.size() != 1 || fps.size() != 1)
     fail("{}: all_patch_size / all_f_patch_size list {} / {} patch sizes; iomm supports exactly one", source,
          ps.size(), fps.size());
@@ -92,19 +83,19 @@ ZImageConfig ZImageConfig::from_json(const nlohmann::json& j, const std::string&
   c.f_patch_size = fps[0];
   if (j.contains("siglip_feat_dim") && !j["siglip_feat_dim"].is_null())
     fail("{}: siglip_feat_dim is set (the Omni variant); iomm implements the basic text-to-image model only", source);
-  c.in_channels = jget<int64_t>(j, "in_channels", c.in_channels, source);
-  c.dim = jget<int64_t>(j, "dim", c.dim, source);
-  c.n_layers = jget<int64_t>(j, "n_layers", c.n_layers, source);
-  c.n_refiner_layers = jget<int64_t>(j, "n_refiner_layers", c.n_refiner_layers, source);
-  c.n_heads = jget<int64_t>(j, "n_heads", c.n_heads, source);
-  c.n_kv_heads = jget<int64_t>(j, "n_kv_heads", c.n_heads, source);
-  c.norm_eps = jget<double>(j, "norm_eps", c.norm_eps, source);
-  c.qk_norm = jget<bool>(j, "qk_norm", c.qk_norm, source);
-  c.cap_feat_dim = jget<int64_t>(j, "cap_feat_dim", c.cap_feat_dim, source);
-  c.rope_theta = jget<double>(j, "rope_theta", c.rope_theta, source);
-  c.t_scale = jget<double>(j, "t_scale", c.t_scale, source);
-  c.axes_dims = jget<std::vector<int64_t>>(j, "axes_dims", c.axes_dims, source);
-  c.axes_lens = jget<std::vector<int64_t>>(j, "axes_lens", c.axes_lens, source);
+  c.in_channels = json_get<int64_t>(j, "in_channels", c.in_channels, source);
+  c.dim = json_get<int64_t>(j, "dim", c.dim, source);
+  c.n_layers = json_get<int64_t>(j, "n_layers", c.n_layers, source);
+  c.n_refiner_layers = json_get<int64_t>(j, "n_refiner_layers", c.n_refiner_layers, source);
+  c.n_heads = json_get<int64_t>(j, "n_heads", c.n_heads, source);
+  c.n_kv_heads = json_get<int64_t>(j, "n_kv_heads", c.n_heads, source);
+  c.norm_eps = json_get<double>(j, "norm_eps", c.norm_eps, source);
+  c.qk_norm = json_get<bool>(j, "qk_norm", c.qk_norm, source);
+  c.cap_feat_dim = json_get<int64_t>(j, "cap_feat_dim", c.cap_feat_dim, source);
+  c.rope_theta = json_get<double>(j, "rope_theta", c.rope_theta, source);
+  c.t_scale = json_get<double>(j, "t_scale", c.t_scale, source);
+  c.axes_dims = json_get<std::vector<int64_t>>(j, "axes_dims", c.axes_dims, source);
+  c.axes_lens = json_get<std::vector<int64_t>>(j, "axes_lens", c.axes_lens, source);
   c.validate(source);
   return c;
 }
@@ -407,14 +398,6 @@ int64_t zimage_parameter_count(const ZImageConfig& c) {
   return count_parameters(*m);
 }
 
-static torch::Dtype zimage_dtype(const std::string& d) {
-  if (d == "float32" || d == "fp32") return torch::kFloat32;
-  if (d == "bfloat16" || d == "bf16") return torch::kBFloat16;
-  if (d == "float16" || d == "fp16") return torch::kFloat16;
-  if (d == "float64" || d == "fp64") return torch::kFloat64;
-  fail("dtype '{}' is not supported; use float32 or bfloat16", d);
-}
-
 ZImageDiT load_zimage(const std::string& path, const std::string& device, const std::string& dtype, bool freeze) {
   if (!fs::is_directory(path))
     fail("{}: not a directory; pass a diffusers ZImageTransformer2DModel directory (config.json + *.safetensors) "
@@ -424,13 +407,7 @@ ZImageDiT load_zimage(const std::string& path, const std::string& device, const 
   ZImageConfig cfg;
   if (fs::exists(dir / "config.json")) {
     std::string p = (dir / "config.json").string();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(p));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", p, e.what());
-    }
-    cfg = ZImageConfig::from_json(j, p);
+    cfg = ZImageConfig::from_json(read_json_file(p), p);
   } else if (fs::exists(dir / "config.toml")) {
     auto c = Config::load((dir / "config.toml").string());
     cfg = ZImageConfig::from_config(c, "generator");
@@ -439,7 +416,7 @@ ZImageDiT load_zimage(const std::string& path, const std::string& device, const 
   }
   auto tensors = load_tensors(path);
   if (is_original_zimage(tensors)) tensors = zimage_from_original(tensors);
-  ZImageDiT m(cfg, torch::TensorOptions().device(torch::Device(device)).dtype(zimage_dtype(dtype)));
+  ZImageDiT m(cfg, torch::TensorOptions().device(torch::Device(device)).dtype(dtype_from_name(dtype)));
   load_weights(*m, tensors, path);
   if (freeze)
     for (auto& p : m->parameters()) p.set_requires_grad(false);
