@@ -409,7 +409,7 @@ FluxAE load_flux_ae(const std::string& path, const std::string& device, const st
   load_weights(*m, tensors, path);
   m->to(torch::Device(device), dtype_from_name(dtype));
   if (freeze)
-    for (auto& p : m->parameters()) p.set_requires_grad(false);
+    iomm::freeze(*m);
   m->eval();
   return m;
 }

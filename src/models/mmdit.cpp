@@ -538,7 +538,7 @@ MMDiT load_mmdit(const std::string& path, const std::string& device, const std::
   MMDiT m(*cfg, torch::TensorOptions().device(torch::Device(device)).dtype(dtype_from_name(dtype)));
   load_weights(*m, tensors, path);
   if (freeze)
-    for (auto& p : m->parameters()) p.set_requires_grad(false);
+    iomm::freeze(*m);
   m->eval();
   return m;
 }

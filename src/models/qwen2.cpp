@@ -184,10 +184,6 @@ Qwen2ForCausalLMImpl::Qwen2ForCausalLMImpl(const Qwen2Config& c, bool with_lm_he
     lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
 }
 
-void freeze(torch::nn::Module& m) {
-  for (auto& p : m.parameters(true)) p.set_requires_grad(false);
-}
-
 // ---------------------------------------------------------------------------------------------------- loading
 
 Qwen2ForCausalLM load_qwen2(const std::string& dir, const std::string& device, const std::string& dtype) {

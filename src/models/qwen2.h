@@ -110,8 +110,6 @@ TORCH_MODULE(Qwen2ForCausalLM);
 // generate() does), starting at `start` per row when continuing a cache.
 at::Tensor position_ids_from_mask(const at::Tensor& attention_mask, const at::Tensor& start = {});
 
-// Freezes a module: no parameter requires grad, so no weight gradient memory is ever allocated.
-void freeze(torch::nn::Module& m);
 
 // Loads a Qwen2ForCausalLM from a directory (config.json + safetensors, sharded too), any of the layouts in
 // name_conversion.h. The LM head is loaded when present.

@@ -59,6 +59,10 @@ LoadReport load_weights(torch::nn::Module& module, const TensorMap& tensors, con
   return r;
 }
 
+void freeze(torch::nn::Module& module) {
+  for (auto& p : module.parameters(/*recurse=*/true)) p.set_requires_grad(false);
+}
+
 TensorMap module_state(const torch::nn::Module& module) {
   TensorMap out;
   for (auto& p : module.named_parameters(true)) out[p.key()] = p.value().detach().cpu().clone();

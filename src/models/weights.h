@@ -27,6 +27,9 @@ struct LoadReport {
 LoadReport load_weights(torch::nn::Module& module, const TensorMap& tensors, const std::string& source,
                         const std::vector<std::string>& allow_missing = {}, bool allow_unexpected = false);
 
+// Freezes a module: no parameter requires grad, so no weight gradient memory is ever allocated.
+void freeze(torch::nn::Module& module);
+
 // Every parameter and buffer of `module` by name (cloned to CPU), for export.
 TensorMap module_state(const torch::nn::Module& module);
 

@@ -419,7 +419,7 @@ ZImageDiT load_zimage(const std::string& path, const std::string& device, const 
   ZImageDiT m(cfg, torch::TensorOptions().device(torch::Device(device)).dtype(dtype_from_name(dtype)));
   load_weights(*m, tensors, path);
   if (freeze)
-    for (auto& p : m->parameters()) p.set_requires_grad(false);
+    iomm::freeze(*m);
   m->eval();
   return m;
 }
