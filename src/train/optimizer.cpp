@@ -1,0 +1,176 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "core/config.h"
+#include "core/error.h"
+
+namespace iomm {
+
+OptimConfig OptimConfig::from_config(Config& cfg, const std::string& p, int64_t total_steps) {
+  OptimConfig c;
+  c.lr = cfg.get_double(p + ".lr", c.lr, 0.0, 10.0);
+  auto betas = cfg.get_double_list(p + ".betas", {c.beta1, c.beta2});
+  if (betas.size() != 2 || betas[0] < 0 || betas[0] >= 1 || betas[1] < 0 || betas[1] >= 1)
+    fail("config: {}.betas must be two numbers in [0, 1), e.g. [0.9, 0.95]", p);
+  c.beta1 = betas[0];
+  c.beta2 = betas[1];
+  c.eps = cfg.get_double(p + ".eps", c.eps, 0.0, 1.0);
+  c.weight_decay = cfg.get_double(p + ".weight_decay", c.weight_decay, 0.0, 10.0);
+  c.grad_clip = cfg.get_double(p + ".grad_clip", c.grad_clip, 0.0);
+  c.warmup_steps = cfg.get_int(p + ".warmup_steps", c.warmup_steps, 0);
+  c.schedule = cfg.get_choice(p + ".schedule", c.schedule, {"constant", "cosine", "linear"});
+  c.min_lr_ratio = cfg.get_double(p + ".min_lr_ratio", c.min_lr_ratio, 0.0, 1.0);
+  c.total_steps = total_steps;
+  return c;
+}
+
+double lr_at(const OptimConfig& c, int64_t step) {
+  if (step < c.warmup_steps) return c.lr * double(step + 1) / double(c.warmup_steps);
+  if (c.schedule == "constant") return c.lr;
+  int64_t span = std::max<int64_t>(1, c.total_steps - c.warmup_steps);
+  double progress = std::min(1.0, double(step - c.warmup_steps) / double(span));
+  double factor = c.schedule == "cosine" ? 0.5 * (1.0 + std::cos(M_PI * progress)) : 1.0 - progress;
+  return c.lr * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * factor);
+}
+
+double clip_grad_norm(const NamedTensors& params, double max_norm) {
+  std::vector<at::Tensor> grads;
+  for (auto& [name, p] : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0.0;
+  // fp32 accumulation of the squared norms (torch.nn.utils.clip_grad_norm_ computes the same norm).
+  auto norms = at::_foreach_norm(grads, 2);
+  double total = at::stack(norms).to(at::kDouble).norm().item<double>();
+  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
+    double coef = max_norm / (total + 1e-6);
+    at::_foreach_mul_(grads, coef);
+  }
+  return total;
+}
+
+// One fused AdamW call per (device, dtype) group: at::_fused_adamw_ is what torch.optim.AdamW(fused=True) runs,
+// so the arithmetic is PyTorch's.
+struct AdamW::Impl {
+  std::vector<at::Tensor> exp_avg, exp_avg_sq, steps;  // per parameter, same order as params_
+};
+
+AdamW::AdamW(NamedTensors params, OptimConfig cfg)
+    : impl_(std::make_unique<Impl>()), params_(std::move(params)), cfg_(std::move(cfg)) {
+  for (auto& [name, p] : params_) {
+    if (!p.requires_grad()) fail("AdamW: parameter {} does not require grad", name);
+    impl_->exp_avg.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    impl_->exp_avg_sq.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    impl_->steps.push_back(at::zeros({}, p.options().dtype(at::kFloat)));
+  }
+}
+
+AdamW::~AdamW() = default;
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_)
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+}
+
+double AdamW::step(int64_t step) {
+  double norm = clip_grad_norm(params_, cfg_.grad_clip);
+  if (!std::isfinite(norm)) {
+    zero_grad();
+    return norm;
+  }
+  double lr = lr_at(cfg_, step);
+  std::map<std::pair<int, int>, std::vector<size_t>> groups;  // (device index, dtype) -> params
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].second;
+    if (!p.grad().defined()) continue;
+    groups[{int(p.device().type()) * 1000 + p.device().index(), int(p.scalar_type())}].push_back(i);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [key, idx] : groups) {
+    std::vector<at::Tensor> ps, gs, m, v, st;
+    for (size_t i : idx) {
+      ps.push_back(params_[i].second);
+      gs.push_back(params_[i].second.grad());
+      m.push_back(impl_->exp_avg[i]);
+      v.push_back(impl_->exp_avg_sq[i]);
+      st.push_back(impl_->steps[i]);
+    }
+    at::_foreach_add_(st, 1.0);  // the kernel reads the incremented step, as torch.optim's _fused_adamw does
+    at::_fused_adamw_(ps, gs, m, v, {}, st, lr, cfg_.beta1, cfg_.beta2, cfg_.weight_decay, cfg_.eps,
+                      /*amsgrad=*/false, /*maximize=*/false);
+  }
+  zero_grad();
+  return norm;
+}
+
+std::map<std::string, at::Tensor> AdamW::state() const {
+  std::map<std::string, at::Tensor> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& name = params_[i].first;
+    out[name + ".exp_avg"] = impl_->exp_avg[i];
+    out[name + ".exp_avg_sq"] = impl_->exp_avg_sq[i];
+    out[name + ".step"] = impl_->steps[i];
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::map<std::string, at::Tensor>& state, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  auto take = [&](const std::string& key, at::Tensor& into) {
+    auto it = state.find(key);
+    if (it == state.end())
+      fail("{}: optimizer state has no tensor {} (the checkpoint was written for other trainable parameters)",
+           source, key);
+    if (it->second.sizes() != into.sizes())
+      fail("{}: optimizer state {} has shape {} but the parameter needs {}", source, key,
+           fmt::join(it->second.sizes(), "x"), fmt::join(into.sizes(), "x"));
+    into.copy_(it->second);
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& name = params_[i].first;
+    take(name + ".exp_avg", impl_->exp_avg[i]);
+    take(name + ".exp_avg_sq", impl_->exp_avg_sq[i]);
+    take(name + ".step", impl_->steps[i]);
+  }
+}
+
+Ema::Ema(const NamedTensors& params, double decay) : decay_(decay) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : params) shadow_[name] = p.detach().to(at::kFloat).clone();
+}
+
+void Ema::update(const NamedTensors& params) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : params) {
+    auto& s = shadow_.at(name);
+    s.lerp_(p.detach().to(at::kFloat), 1.0 - decay_);
+  }
+}
+
+void Ema::load(const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, s] : shadow_) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) fail("{}: EMA has no tensor {}", source, name);
+    if (it->second.sizes() != s.sizes())
+      fail("{}: EMA tensor {} has shape {} but the parameter needs {}", source, name,
+           fmt::join(it->second.sizes(), "x"), fmt::join(s.sizes(), "x"));
+    s.copy_(it->second);
+  }
+}
+
+void Ema::copy_to(const NamedTensors& params) const {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : params) p.copy_(shadow_.at(name));
+}
+
+NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix) {
+  NamedTensors out;
+  for (auto& item : module.named_parameters(/*recurse=*/true))
+    if (item.value().requires_grad()) out.emplace_back(prefix + item.key(), item.value());
+  return out;
+}
+
+}  // namespace iomm

@@ -1,0 +1,88 @@
+// The optimisation recipe of IOMM (paper App. B): AdamW (betas, eps, weight decay), global grad-norm clipping,
+// LR warm-up then a constant / cosine / linear schedule, and an EMA of the trainable weights.
+// Parameters are named (module names), so optimizer and EMA state are saved as plain named tensors and resume
+// restores them exactly (bit-exact on CPU).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace torch::nn {
+class Module;
+}
+
+namespace iomm {
+
+class Config;
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+struct OptimConfig {
+  double lr = 1e-4;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;           // max global L2 norm; 0 = no clipping
+  int64_t warmup_steps = 0;         // linear from lr/warmup to lr
+  std::string schedule = "constant";  // constant | cosine | linear (after warm-up, down to min_lr_ratio·lr)
+  double min_lr_ratio = 0.0;
+  int64_t total_steps = 0;          // the horizon of cosine / linear decay
+
+  // Keys under `prefix` (lr, betas, eps, weight_decay, grad_clip, warmup_steps, schedule, min_lr_ratio);
+  // total_steps is the caller's (the stage's step count).
+  static OptimConfig from_config(Config& cfg, const std::string& prefix, int64_t total_steps);
+};
+
+// The learning rate of optimizer step `step` (0-based).
+double lr_at(const OptimConfig& c, int64_t step);
+
+// Global L2 norm of the gradients of `params` (params without grad are skipped). Scales them in place to
+// `max_norm` when larger and max_norm > 0. Returns the norm before clipping (non-finite when a grad is).
+double clip_grad_norm(const NamedTensors& params, double max_norm);
+
+// AdamW over named parameters.
+class AdamW {
+ public:
+  AdamW(NamedTensors params, OptimConfig cfg);
+  ~AdamW();
+  // Clips, sets the LR of `step`, steps and zeroes the grads. Returns the grad norm before clipping.
+  // A non-finite norm skips the update (the grads are zeroed) so one bad batch cannot destroy the weights;
+  // the caller counts those.
+  double step(int64_t step);
+  void zero_grad();
+  const OptimConfig& config() const { return cfg_; }
+  // "NAME.exp_avg", "NAME.exp_avg_sq", "NAME.step" for every parameter that has state.
+  std::map<std::string, at::Tensor> state() const;
+  // Restores state(); fails naming the first missing or mis-shaped entry.
+  void load_state(const std::map<std::string, at::Tensor>& state, const std::string& source);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  NamedTensors params_;
+  OptimConfig cfg_;
+};
+
+// Exponential moving average of named parameters: ema ← decay·ema + (1 − decay)·param, in fp32.
+class Ema {
+ public:
+  Ema(const NamedTensors& params, double decay);
+  void update(const NamedTensors& params);
+  double decay() const { return decay_; }
+  const std::map<std::string, at::Tensor>& tensors() const { return shadow_; }
+  void load(const std::map<std::string, at::Tensor>& tensors, const std::string& source);
+  // Copies the EMA weights into `params` (for sampling and export).
+  void copy_to(const NamedTensors& params) const;
+
+ private:
+  double decay_;
+  std::map<std::string, at::Tensor> shadow_;
+};
+
+// Named parameters of `module` that require grad, each name prefixed with `prefix` (e.g. "rqa.").
+NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix = "");
+
+}  // namespace iomm
