@@ -1,0 +1,52 @@
+// The condition c that the frozen MLLM reads, as token ids in the Qwen2 chat template (SPEC §1):
+//   text:    <|im_start|>user\nGenerate an image: {caption}<|im_end|>\n<|im_start|>assistant\n<img>   (OpenUni)
+//   uncond:  the same with "Generate an image."  (the CFG prompt: 10% of training conditions, the negative branch)
+//   image:   ...user\n{aux prompt}<img><IMG_CONTEXT>×T</img><|im_end|>...  (self-conditioning, paper §3.2)
+//   edit:    ...user\n{instruction}<img><IMG_CONTEXT>×T</img><|im_end|>... (zero-shot editing: the reference
+//            image's tokens, unmasked, after the instruction, in the place the aux prompt had in pre-training)
+// A batch is right-padded (OpenUni's t2i padding); positions come from the mask, so padding is never seen.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace iomm {
+
+class Config;
+class Tokenizer;
+
+enum class ConditionKind { text, uncond, image, edit };
+const char* name(ConditionKind k);
+
+struct ConditionInput {
+  ConditionKind kind = ConditionKind::text;
+  std::string text;  // caption (text) or instruction (edit); unused for image / uncond
+  at::Tensor image;  // [3, H, W] in [-1, 1] for image / edit
+};
+
+struct ConditionTemplates {
+  std::string aux_prompt = "Generate an image that is identical to the reference image:";
+  std::string t2i_prefix = "Generate an image: ";
+  std::string uncond_prompt = "Generate an image.";
+  int64_t max_text_tokens = 128;  // longer captions / instructions are truncated (and counted)
+
+  static ConditionTemplates from_config(Config& cfg, const std::string& prefix);
+};
+
+struct ConditionTokens {
+  at::Tensor input_ids;       // [B, L] int64, right-padded
+  at::Tensor attention_mask;  // [B, L] bool, true = real token
+  std::vector<int64_t> image_rows;  // batch rows that hold T <IMG_CONTEXT> slots, in order
+  int64_t truncated = 0;      // captions cut to max_text_tokens
+};
+
+// The user-turn text of one condition (`image_tokens` = T placeholders for image / edit).
+std::string condition_prompt(const ConditionInput& in, const ConditionTemplates& t, int64_t image_tokens);
+
+// Tokenises a batch. `pad_id` fills padding (never attended).
+ConditionTokens tokenize_conditions(const std::vector<ConditionInput>& inputs, const ConditionTemplates& t,
+                                    const Tokenizer& tok, int64_t image_tokens, int64_t pad_id);
+
+}  // namespace iomm

@@ -1,0 +1,28 @@
+#include "conditioning/mask_image_tokens.h"
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace iomm {
+
+MaskGranularity parse_mask_granularity(const std::string& s) {
+  if (s == "token") return MaskGranularity::token;
+  if (s == "element") return MaskGranularity::element;
+  fail("mask granularity '{}' is not one of: token, element", s);
+}
+
+MaskedImageTokens mask_image_tokens(const at::Tensor& c_img, double ratio, at::Generator& gen,
+                                    MaskGranularity granularity) {
+  if (!(ratio >= 0.0 && ratio <= 1.0)) fail("mask_image_tokens: ratio {} is outside [0, 1]", ratio);
+  auto shape = c_img.sizes().vec();
+  if (granularity == MaskGranularity::token) shape.pop_back();
+  if (ratio == 0.0) return {c_img, torch::ones(shape, c_img.options().dtype(torch::kBool))};
+  // Draw on the CPU generator, then move: the same generator state gives the same mask on every device.
+  auto u = torch::rand(shape, gen, torch::TensorOptions().dtype(torch::kFloat));
+  auto keep = (u >= ratio).to(c_img.device());
+  auto m = granularity == MaskGranularity::token ? keep.unsqueeze(-1) : keep;
+  return {c_img * m.to(c_img.scalar_type()), keep};
+}
+
+}  // namespace iomm
