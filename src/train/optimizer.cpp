@@ -141,13 +141,15 @@ Ema::Ema(const NamedTensors& params, double decay) : decay_(decay) {
   for (auto& [name, p] : params) shadow_[name] = p.detach().to(at::kFloat).clone();
 }
 
-void Ema::update(const NamedTensors& params) {
+void Ema::update(const NamedTensors& params, double decay) {
   torch::NoGradGuard no_grad;
   for (auto& [name, p] : params) {
     auto& s = shadow_.at(name);
-    s.lerp_(p.detach().to(at::kFloat), 1.0 - decay_);
+    s.lerp_(p.detach().to(at::kFloat), 1.0 - decay);
   }
 }
+
+double Ema::warmup_decay(int64_t n) const { return std::min(decay_, double(1 + n) / double(10 + n)); }
 
 void Ema::load(const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
   torch::NoGradGuard no_grad;

@@ -70,7 +70,11 @@ class AdamW {
 class Ema {
  public:
   Ema(const NamedTensors& params, double decay);
-  void update(const NamedTensors& params);
+  void update(const NamedTensors& params) { update(params, decay_); }
+  void update(const NamedTensors& params, double decay);
+  // The decay of update number `n` (0-based) with warm-up: min(decay, (1 + n) / (10 + n)), so early weights are
+  // not frozen into the average (the common EMA warm-up of timm / diffusers).
+  double warmup_decay(int64_t n) const;
   double decay() const { return decay_; }
   const std::map<std::string, at::Tensor>& tensors() const { return shadow_; }
   void load(const std::map<std::string, at::Tensor>& tensors, const std::string& source);

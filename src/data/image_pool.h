@@ -1,0 +1,41 @@
+// Training images held in memory as uint8 [N, 3, R, R]: decoded once from WebDataset shards or an image folder,
+// shorter side resized to R and centre-cropped (the paper's 512² recipe, App. B.1), with captions when present.
+// This serves the tiny world and small fine-tuning sets (210K images at 512² would need 165 GB, so real-scale
+// pre-training needs a streaming loader over the same Sample interface; see docs/training.md).
+// Nothing is dropped silently: undecodable samples, samples without a caption where one is required, and members
+// the reader skipped are counted and reported.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace iomm::data {
+
+struct PoolStats {
+  int64_t loaded = 0;
+  int64_t undecodable = 0;     // image bytes that failed to decode (first error kept)
+  int64_t without_caption = 0;  // skipped because captions were required
+  int64_t reader_skipped = 0;   // samples without an image member (WebDataset reader)
+  std::string first_error;
+  std::string summary() const;
+};
+
+struct ImagePool {
+  at::Tensor images;                  // uint8 [N, 3, R, R]
+  std::vector<std::string> captions;  // empty, or one per image
+  std::vector<std::string> keys;
+  PoolStats stats;
+  int64_t size() const { return images.defined() ? images.size(0) : 0; }
+  // Images `idx` as float [-1, 1].
+  at::Tensor batch(const std::vector<int64_t>& idx) const;
+};
+
+// `spec`: a .tar, a directory of .tar shards, a brace range (see expand_shards), or a directory of image files.
+// `require_captions`: samples without one are skipped and counted. `limit` > 0 stops after that many images.
+ImagePool load_image_pool(const std::string& spec, int resolution, bool require_captions, int64_t limit = 0,
+                          bool progress = true);
+
+}  // namespace iomm::data
