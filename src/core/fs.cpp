@@ -13,7 +13,7 @@
 
 namespace iomm {
 
-static void fsync_dir(const std::filesystem::path& dir) {
+void fsync_dir(const std::string& dir) {
   int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd >= 0) {
     ::fsync(fd);

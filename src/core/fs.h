@@ -12,5 +12,7 @@ inline void write_file_atomic(const std::string& path, const std::string& text) 
   write_file_atomic(path, text.data(), text.size());
 }
 std::string read_file(const std::string& path);
+// Makes a directory's entries (creations, renames) durable; best effort, like write_file_atomic's own.
+void fsync_dir(const std::string& dir);
 
 }  // namespace iomm
