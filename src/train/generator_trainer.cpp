@@ -14,8 +14,9 @@
 #include "core/run_dir.h"
 #include "data/image.h"
 #include "data/image_pool.h"
+#include "models/weights.h"
 #include "pipeline/iomm_model.h"
-#include "report/image_grid.h"
+#include "report/image_grid.h"  // iomm::report
 #include "train/checkpoint.h"
 #include "train/determinism.h"
 #include "train/optimizer.h"

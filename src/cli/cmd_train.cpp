@@ -1,0 +1,40 @@
+// `iomm train --config FILE... [--set key=value]... --out RUN [--resume]`: runs the training stage named by
+// `train.stage` — `understanding` (the tiny world's captioning MLLM, train/understanding.h), `pretrain` or
+// `finetune` (the IOMM generator).
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/command.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "train/generator_trainer.h"
+
+namespace {
+
+struct Args {
+  iomm::cli::ConfigArgs config;
+  std::string out;
+  bool resume = false;
+};
+
+int run(const Args& a) {
+  iomm::Config cfg = a.config.load();
+  const auto stage = cfg.get_choice("train.stage", "understanding", {"understanding", "pretrain", "finetune"});
+  if (stage == "understanding") iomm::fail("understanding stage: merged next");
+  const auto r = iomm::train_generator(cfg, a.out, a.resume);
+  spdlog::info("train: {} model -> {}", stage, r.model_dir);
+  return 0;
+}
+
+iomm::cli::Register reg{{"train", "Train a stage: the understanding model (tiny world) or the IOMM generator",
+  [](CLI::App& app) {
+    auto a = std::make_shared<Args>();
+    a->config.add_to(app);
+    app.add_option("--out", a->out, "run directory (config, log, metrics, checkpoints, the trained model)")
+        ->required();
+    app.add_flag("--resume", a->resume, "continue the run in --out from its last saved state");
+    return [a]() -> int { return run(*a); };
+  }}};
+
+}  // namespace
