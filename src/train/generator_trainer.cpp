@@ -38,6 +38,7 @@ struct TrainSettings {
   std::string init_from;
   double ema_decay = 0.0;
   int64_t log_every = 10, sample_every = 0, checkpoint_every = 0, keep_last = 2;
+  int64_t stop_at = 0;  // save a checkpoint and stop after this step (a planned interruption; 0 = run to the end)
   bool deterministic = false;
   TimestepSampling timesteps;
   OptimConfig optim;
@@ -64,6 +65,7 @@ TrainSettings read_settings(Config& cfg) {
   s.sample_every = cfg.get_int("train.sample_every", s.sample_every, 0);
   s.checkpoint_every = cfg.get_int("train.checkpoint_every", s.checkpoint_every, 0);
   s.keep_last = cfg.get_int("train.keep_last", s.keep_last, 1);
+  s.stop_at = cfg.get_int("train.stop_at", s.stop_at, 0);
   s.deterministic = cfg.get_bool("train.deterministic", s.deterministic);
   s.timesteps = TimestepSampling::from_config(cfg, "train.timesteps");
   s.optim = OptimConfig::from_config(cfg, "optim", s.steps);
@@ -294,6 +296,16 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
     if (s.sample_every > 0 && (done % s.sample_every == 0 || done == s.steps))
       with_ema([&] { write_samples(model, s, pools, run.file("samples"), done); });
     if (s.checkpoint_every > 0 && done % s.checkpoint_every == 0 && done != s.steps) checkpoint(done);
+    if (done == s.stop_at && done != s.steps) {
+      checkpoint(done);
+      bar.finish();
+      spdlog::info("{}: stopped at step {} (train.stop_at); continue with --resume", s.stage, done);
+      GeneratorTrainResult r;
+      r.steps = done;
+      r.final_loss = last_loss;
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return r;
+    }
   }
   bar.finish();
   checkpoint(s.steps);

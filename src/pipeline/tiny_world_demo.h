@@ -1,0 +1,32 @@
+// The main job on the embedded default: IOMM end to end in the tiny world (`iomm demo`, README's `make demo`).
+//   1. corpus (image-only pool + small captioned pool + held-out prompts)
+//   2. the understanding model (tiny InternVL trained by captioning, then frozen) and its caption accuracy
+//   3. stage 1: image-only pre-training (self-conditioning + MIM)
+//   4. stage 2: fine-tuning on a mix of images and pairs, starting from stage 1
+//   5. ShapesEval on the held-out prompts: untrained generator, stage 1, stage 2 (and the ground truth)
+//   6. OUT/report.html (sample grids per stage, stage-1 reconstructions beside their inputs, loss curves, scores)
+//   7. OUT/results.json
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace iomm {
+
+struct DemoOptions {
+  std::string out = "runs/demo";
+  std::string configs;              // directory with understanding/iomm-tiny/pretrain/finetune.toml
+  uint64_t seed = 0;
+  int64_t image_only = 4000, captioned = 800;
+  std::string prompts = "eval";     // held-out prompt set (eval | eval-small)
+  int64_t per_prompt = 4;
+  int64_t eval_steps = 16;
+  double eval_cfg = 3.0;
+  // "STAGE:key=value" overrides (STAGE = understanding | model | pretrain | finetune | all).
+  std::vector<std::string> overrides;
+};
+
+// Runs everything; returns the stage-2 ShapesEval overall score.
+double run_tiny_world_demo(const DemoOptions& o);
+
+}  // namespace iomm

@@ -1,0 +1,99 @@
+#include "train/generator_trainer.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/tensor_io.h"
+#include "testing/tiny_fixtures.h"
+#include "testing/tiny_model_config.h"
+
+using namespace iomm;
+
+namespace {
+
+Config trainer_config(int64_t steps, const std::string& extra = "") {
+  auto corpus = testing::tiny_corpus_dir();
+  auto cfg = Config::parse(testing::tiny_model_toml() + fmt::format(R"(
+[train]
+stage = "pretrain"
+data = "mix"
+steps = {}
+batch_size = 8
+log_every = 1
+ema_decay = 0.9
+cfg_drop = 0.2
+[optim]
+lr = 3e-3
+warmup_steps = 2
+schedule = "cosine"
+[data]
+images = "{}/image"
+pairs = "{}/captioned"
+)",
+                                                                 steps, corpus, corpus) + extra);
+  return cfg;
+}
+
+std::map<std::string, at::Tensor> model_tensors(const std::string& run) {
+  auto g = load_tensors(run + "/model/generator/model.safetensors");
+  for (auto& [k, v] : load_tensors(run + "/model/rqa.safetensors")) g["rqa." + k] = v;
+  return g;
+}
+
+}  // namespace
+
+TEST(GeneratorTrainer, ResumeAfterAnInterruptionEqualsAnUninterruptedRun) {
+  auto straight = testing::temp_dir("straight");
+  auto cfg = trainer_config(6);
+  train_generator(cfg, straight, false);
+
+  auto resumed = testing::temp_dir("resumed");
+  auto first = trainer_config(6);
+  first.set("train.stop_at=3");
+  auto r = train_generator(first, resumed, false);
+  EXPECT_EQ(r.steps, 3);
+  EXPECT_FALSE(std::filesystem::exists(resumed + "/model"));
+  auto second = trainer_config(6);
+  train_generator(second, resumed, true);
+
+  auto a = model_tensors(straight), b = model_tensors(resumed);
+  ASSERT_EQ(a.size(), b.size());
+  for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+  // The metrics of both halves are in the resumed run's file.
+  EXPECT_EQ(read_jsonl(resumed + "/metrics.jsonl").size(), 6u);
+}
+
+TEST(GeneratorTrainer, LossFallsAndBothKindsOfSamplesAreSeen) {
+  auto run = testing::temp_dir("falls");
+  auto cfg = trainer_config(40, "");
+  cfg.set("train.ema_decay=0");
+  train_generator(cfg, run, false);
+  auto recs = read_jsonl(run + "/metrics.jsonl");
+  ASSERT_EQ(recs.size(), 40u);
+  double early = 0, late = 0;
+  for (int i = 0; i < 5; ++i) early += recs[size_t(i)]["loss"].get<double>() / 5;
+  for (int i = 35; i < 40; ++i) late += recs[size_t(i)]["loss"].get<double>() / 5;
+  EXPECT_LT(late, 0.7 * early) << "early " << early << " late " << late;
+  bool image = false, text = false;
+  for (auto& r : recs) image |= r.contains("loss_image"), text |= r.contains("loss_text");
+  EXPECT_TRUE(image && text);
+}
+
+TEST(GeneratorTrainer, FinetuneStartsFromTheStageOneModel) {
+  auto p = testing::temp_dir("stage1");
+  auto cfg = trainer_config(2);
+  train_generator(cfg, p, false);
+  auto f = testing::temp_dir("stage2");
+  auto corpus = testing::tiny_corpus_dir();
+  // Only training keys: the model config comes from stage 1's iomm.toml.
+  auto fc = Config::parse(fmt::format("[train]\nstage = \"finetune\"\nsteps = 1\nbatch_size = 4\ninit_from = \"{}\"\n"
+                                      "[optim]\nlr = 0.0\n[data]\npairs = \"{}/captioned\"\n",
+                                      p, corpus));
+  train_generator(fc, f, false);
+  auto a = model_tensors(p), b = model_tensors(f);
+  for (auto& [name, t] : a) EXPECT_TRUE(torch::allclose(t, b.at(name))) << name;  // lr 0: unchanged
+}
