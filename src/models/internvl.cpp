@@ -162,6 +162,41 @@ InternVL load_internvl(const std::string& dir, const std::string& device, const 
   return m;
 }
 
+nlohmann::json internvl_config_json(const InternVLConfig& c) {
+  const auto& v = c.vision;
+  const auto& l = c.llm;
+  nlohmann::json vision = {
+      {"model_type", "intern_vit_6b"}, {"architectures", {"InternVisionModel"}},
+      {"hidden_size", v.hidden_size}, {"intermediate_size", v.intermediate_size},
+      {"num_hidden_layers", v.num_hidden_layers}, {"num_attention_heads", v.num_attention_heads},
+      {"num_channels", v.num_channels}, {"image_size", v.image_size}, {"patch_size", v.patch_size},
+      {"qkv_bias", v.qkv_bias}, {"qk_normalization", false}, {"norm_type", "layer_norm"},
+      {"layer_norm_eps", v.layer_norm_eps}, {"hidden_act", "gelu"}, {"use_flash_attn", false},
+      {"drop_path_rate", 0.0}, {"initializer_factor", 0.1}};
+  nlohmann::json llm = {
+      {"model_type", "qwen2"}, {"architectures", {"Qwen2ForCausalLM"}}, {"vocab_size", l.vocab_size},
+      {"hidden_size", l.hidden_size}, {"intermediate_size", l.intermediate_size},
+      {"num_hidden_layers", l.num_hidden_layers}, {"num_attention_heads", l.num_attention_heads},
+      {"num_key_value_heads", l.num_key_value_heads}, {"head_dim", l.head_dim}, {"rms_norm_eps", l.rms_norm_eps},
+      {"rope_theta", l.rope_theta}, {"tie_word_embeddings", l.tie_word_embeddings}, {"hidden_act", "silu"},
+      {"use_sliding_window", false}, {"torch_dtype", "float32"}};
+  return {{"model_type", "internvl_chat"}, {"architectures", {"InternVLChatModel"}}, {"vision_config", vision},
+          {"llm_config", llm}, {"downsample_ratio", c.downsample_ratio}, {"ps_version", "v2"}, {"select_layer", -1},
+          {"force_image_size", c.tile_size}, {"img_context_token_id", c.image_token_id},
+          {"template", "internvl2_5"}, {"dynamic_image_size", false}, {"use_thumbnail", false},
+          {"tie_word_embeddings", l.tie_word_embeddings}, {"torch_dtype", "float32"}};
+}
+
+void save_internvl(InternVLImpl& model, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail("cannot create the model directory '{}': {}", dir, ec.message());
+  TensorMap tensors;
+  for (auto& [name, t] : module_state(model)) tensors[name] = t.to(torch::kFloat32);
+  save_tensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+  write_file_atomic(dir + "/config.json", internvl_config_json(model.config).dump(2) + "\n");
+}
+
 ForwardComponent internvl_forward_component() {
   ForwardComponent c;
   c.name = "internvl";

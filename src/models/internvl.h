@@ -78,6 +78,14 @@ TORCH_MODULE(InternVL);
 InternVL load_internvl(const std::string& model_dir, const std::string& device = "cpu",
                        const std::string& dtype = "float32", bool lm_head = true);
 
+// The config.json of the ORIGINAL InternVL layout (model_type internvl_chat: vision_config of type intern_vit_6b,
+// llm_config of type qwen2, force_image_size, img_context_token_id). from_json reads it back to `c`.
+nlohmann::json internvl_config_json(const InternVLConfig& c);
+// Writes `model` as an original-layout InternVL checkpoint: DIR/config.json and DIR/model.safetensors (float32,
+// names vision_model.*, mlp1.*, language_model.*), so that load_internvl(DIR) reads it like InternVL3-2B.
+// The tokenizer is the caller's to put beside it (DIR/tokenizer.json).
+void save_internvl(InternVLImpl& model, const std::string& dir);
+
 ForwardComponent internvl_forward_component();
 
 }  // namespace iomm
