@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "train/generator_trainer.h"
+#include "train/understanding.h"
 
 namespace {
 
@@ -21,7 +22,14 @@ struct Args {
 int run(const Args& a) {
   iomm::Config cfg = a.config.load();
   const auto stage = cfg.get_choice("train.stage", "understanding", {"understanding", "pretrain", "finetune"});
-  if (stage == "understanding") iomm::fail("understanding stage: merged next");
+  if (stage == "understanding") {
+    const auto r = iomm::train_understanding(cfg, a.out, a.resume);
+    if (!r.finished) return 0;
+    spdlog::info("train: understanding model (InternVL layout: config.json, model.safetensors, tokenizer.json) -> {}",
+                 r.model_dir);
+    spdlog::info("train: caption scores -> {}/caption_eval.json", a.out);
+    return 0;
+  }
   const auto r = iomm::train_generator(cfg, a.out, a.resume);
   spdlog::info("train: {} model -> {}", stage, r.model_dir);
   return 0;

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "models/internvl_preprocess.h"
 #include "models/weights.h"
+#include "testing/tiny_fixtures.h"
 #include "text/tokenizer.h"
 
 using namespace iomm;
@@ -21,34 +22,11 @@ using nlohmann::json;
 namespace {
 
 // A byte-level tokenizer (no merges) with the chat and image special tokens of InternVL3.
-constexpr int32_t kImgContext = 261, kPad = 256;
+constexpr int32_t kImgContext = fixtures::kByteTokenizerImgContext, kPad = fixtures::kByteTokenizerPad;
 Tokenizer byte_tokenizer() {
   static std::string path = [] {
-    json vocab = json::object();
-    const auto& table = bytes_to_unicode();
-    for (int b = 0; b < 256; ++b) {
-      std::string s;
-      char32_t cp = table[size_t(b)];
-      if (cp < 0x80) s += char(cp);
-      else { s += char(0xC0 | (cp >> 6)); s += char(0x80 | (cp & 0x3F)); }
-      vocab[s] = b;
-    }
-    json added = json::array();
-    const char* names[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"};
-    for (int i = 0; i < 6; ++i)
-      added.push_back({{"id", 256 + i}, {"content", names[i]}, {"single_word", false}, {"lstrip", false},
-                       {"rstrip", false}, {"normalized", false}, {"special", true}});
-    json bl = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", true}};
-    json j = {{"version", "1.0"},  {"added_tokens", added}, {"normalizer", nullptr}, {"pre_tokenizer", bl},
-              {"decoder", bl},     {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()},
-                                              {"dropout", nullptr}, {"unk_token", nullptr},
-                                              {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""},
-                                              {"fuse_unk", false}, {"byte_fallback", false},
-                                              {"ignore_merges", false}}}};
-    std::string tmpl = ::testing::TempDir() + "/iomm_cond_XXXXXX";
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp");
-    std::string p = tmpl + "/tokenizer.json";
-    std::ofstream(p) << j.dump();
+    auto p = fixtures::temp_dir("cond") + "/tokenizer.json";
+    std::ofstream(p) << fixtures::byte_tokenizer_json();
     return p;
   }();
   return Tokenizer::load(path);

@@ -13,7 +13,7 @@ using namespace iomm;
 namespace {
 
 IommModel tiny_model(uint64_t seed = 0, const std::string& extra = "") {
-  auto cfg = Config::parse(testing::tiny_model_toml() + extra);
+  auto cfg = Config::parse(fixtures::tiny_model_toml() + extra);
   return IommModel::create(IommModelConfig::from_config(cfg), seed);
 }
 
@@ -28,7 +28,7 @@ TEST(IommModel, ContextWidthFollowsTheMllmAndMismatchesFail) {
   auto m = tiny_model();
   EXPECT_EQ(m.config.generator.context_in_dim, 32);
   EXPECT_EQ(m.image_seq_len(), 16);  // (16 / 4)^2
-  auto bad = Config::parse(testing::tiny_model_toml() + "");
+  auto bad = Config::parse(fixtures::tiny_model_toml() + "");
   bad.set("generator.context_in_dim=64");
   EXPECT_THROW(IommModelConfig::from_config(bad), Error);
   auto no_mllm = Config::parse("[model]\nresolution = 16\n");
@@ -64,7 +64,7 @@ TEST(IommModel, SaveLoadRoundTripAndDeterministicGeneration) {
     torch::NoGradGuard ng;  // leave adaLN-Zero so the outputs depend on every weight
     for (auto& [name, p] : m.trainable()) p.add_(torch::randn_like(p) * 0.05);
   }
-  auto dir = testing::temp_dir("model");
+  auto dir = fixtures::temp_dir("model");
   m.save(dir);
   auto back = IommModel::load(dir);
   GenerateOptions o;

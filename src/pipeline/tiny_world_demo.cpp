@@ -119,6 +119,7 @@ double run_tiny_world_demo(const DemoOptions& o) {
                            {"mllm.tokenizer=\"" + o.configs + "/tokenizer.json\"",
                             fmt::format("data.seed={}", o.seed)},
                            {"understanding"});
+  ucfg.get_choice("train.stage", "understanding", {"understanding"});  // the file names its stage for `iomm train`
   auto ur = train_understanding(ucfg, u_run, false);
   auto caption_eval = nlohmann::json::parse(read_file(u_run + "/caption_eval.json"));
   results["understanding"] = caption_eval;

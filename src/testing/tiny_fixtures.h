@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-namespace iomm::testing {
+namespace iomm::fixtures {
 
 inline constexpr int kByteTokenizerImgContext = 261;  // <IMG_CONTEXT>
 inline constexpr int kByteTokenizerPad = 256;         // <|endoftext|>
@@ -18,4 +18,4 @@ std::string tiny_mllm_dir();
 // `iomm world make` output with 64 image-only and 64 captioned 32 px images. Cached per process.
 std::string tiny_corpus_dir();
 
-}  // namespace iomm::testing
+}  // namespace iomm::fixtures

@@ -14,7 +14,7 @@
 #include "text/tokenizer.h"
 #include "world/corpus.h"
 
-namespace iomm::testing {
+namespace iomm::fixtures {
 
 using nlohmann::json;
 
@@ -100,4 +100,4 @@ std::string tiny_corpus_dir() {
   return dir;
 }
 
-}  // namespace iomm::testing
+}  // namespace iomm::fixtures

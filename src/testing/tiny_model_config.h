@@ -1,4 +1,4 @@
-// The TOML of a tiny IOMM model over testing::tiny_mllm_dir() (16 px pixel space, 4 queries), for unit tests.
+// The TOML of a tiny IOMM model over fixtures::tiny_mllm_dir() (16 px pixel space, 4 queries), for unit tests.
 #pragma once
 #include <string>
 
@@ -6,7 +6,7 @@
 
 #include "testing/tiny_fixtures.h"
 
-namespace iomm::testing {
+namespace iomm::fixtures {
 
 inline std::string tiny_model_toml() {
   return fmt::format(R"([model]
@@ -28,4 +28,4 @@ mask_ratio = 0.5
                      tiny_mllm_dir());
 }
 
-}  // namespace iomm::testing
+}  // namespace iomm::fixtures

@@ -16,8 +16,8 @@ using namespace iomm;
 namespace {
 
 Config trainer_config(int64_t steps, const std::string& extra = "") {
-  auto corpus = testing::tiny_corpus_dir();
-  auto cfg = Config::parse(testing::tiny_model_toml() + fmt::format(R"(
+  auto corpus = fixtures::tiny_corpus_dir();
+  auto cfg = Config::parse(fixtures::tiny_model_toml() + fmt::format(R"(
 [train]
 stage = "pretrain"
 data = "mix"
@@ -47,11 +47,11 @@ std::map<std::string, at::Tensor> model_tensors(const std::string& run) {
 }  // namespace
 
 TEST(GeneratorTrainer, ResumeAfterAnInterruptionEqualsAnUninterruptedRun) {
-  auto straight = testing::temp_dir("straight");
+  auto straight = fixtures::temp_dir("straight");
   auto cfg = trainer_config(6);
   train_generator(cfg, straight, false);
 
-  auto resumed = testing::temp_dir("resumed");
+  auto resumed = fixtures::temp_dir("resumed");
   auto first = trainer_config(6);
   first.set("train.stop_at=3");
   auto r = train_generator(first, resumed, false);
@@ -68,7 +68,7 @@ TEST(GeneratorTrainer, ResumeAfterAnInterruptionEqualsAnUninterruptedRun) {
 }
 
 TEST(GeneratorTrainer, LossFallsAndBothKindsOfSamplesAreSeen) {
-  auto run = testing::temp_dir("falls");
+  auto run = fixtures::temp_dir("falls");
   auto cfg = trainer_config(40, "");
   cfg.set("train.ema_decay=0");
   train_generator(cfg, run, false);
@@ -84,11 +84,11 @@ TEST(GeneratorTrainer, LossFallsAndBothKindsOfSamplesAreSeen) {
 }
 
 TEST(GeneratorTrainer, FinetuneStartsFromTheStageOneModel) {
-  auto p = testing::temp_dir("stage1");
+  auto p = fixtures::temp_dir("stage1");
   auto cfg = trainer_config(2);
   train_generator(cfg, p, false);
-  auto f = testing::temp_dir("stage2");
-  auto corpus = testing::tiny_corpus_dir();
+  auto f = fixtures::temp_dir("stage2");
+  auto corpus = fixtures::tiny_corpus_dir();
   // Only training keys: the model config comes from stage 1's iomm.toml.
   auto fc = Config::parse(fmt::format("[train]\nstage = \"finetune\"\nsteps = 1\nbatch_size = 4\ninit_from = \"{}\"\n"
                                       "[optim]\nlr = 0.0\n[data]\npairs = \"{}/captioned\"\n",
