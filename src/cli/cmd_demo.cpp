@@ -26,6 +26,10 @@ iomm::cli::Register reg{{"demo", "Run the main job on the embedded default: IOMM
     app.add_option("--set", a->overrides,
                    "STAGE:key=value for STAGE in understanding, model, pretrain, finetune, all (repeatable), e.g. "
                    "--set pretrain:train.steps=100");
+    app.add_option("--experiment", a->experiment, "experiment file (experiments/*.toml): its stage overrides")
+        ->check(CLI::ExistingFile);
+    app.add_option("--mllm", a->mllm, "reuse an understanding model (RUN/model of an earlier demo or `iomm train`)")
+        ->check(CLI::ExistingDirectory);
     return [a]() -> int {
       iomm::run_tiny_world_demo(*a);
       return 0;

@@ -2,6 +2,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <thread>
+#include <sstream>
+
+#include <toml++/toml.h>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -60,6 +65,7 @@ struct Scored {
 Scored evaluate_model(IommModel& model, const std::string& name, const std::vector<world::PromptSpec>& prompts,
                       const DemoOptions& o, const std::string& dir) {
   auto t = Clock::now();
+  at::set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
   fs::remove_all(dir);
   GenevalOptions g;
   g.per_prompt = o.per_prompt;
@@ -93,8 +99,49 @@ std::string newest(const std::string& dir, const std::string& suffix) {
 
 }  // namespace
 
-double run_tiny_world_demo(const DemoOptions& o) {
+std::vector<std::string> experiment_overrides(const std::string& path, std::string* name) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    fail("{}: {} (line {})", path, e.description(), e.source().begin.line);
+  }
+  std::vector<std::string> out;
+  for (auto& [k, v] : t) {
+    std::string key(k.str());
+    if (key == "name" || key == "description") continue;
+    if (key != "understanding" && key != "model" && key != "pretrain" && key != "finetune" && key != "all")
+      fail("{}: table [{}] is not a stage; use [understanding], [model], [pretrain], [finetune] or [all]", path, key);
+    if (!v.is_table()) fail("{}: '{}' must be a table of key = value overrides", path, key);
+    // Leaves as dotted keys with their TOML values ("pretrain:train.data=\"image\"").
+    std::function<void(const toml::table&, const std::string&)> walk = [&](const toml::table& tb,
+                                                                           const std::string& prefix) {
+      for (auto& [kk, vv] : tb) {
+        std::string full = prefix.empty() ? std::string(kk.str()) : prefix + "." + std::string(kk.str());
+        if (vv.is_table()) {
+          walk(*vv.as_table(), full);
+        } else {
+          std::ostringstream os;
+          vv.visit([&](auto& n) { os << n; });
+          out.push_back(key + ":" + full + "=" + os.str());
+        }
+      }
+    };
+    walk(*v.as_table(), "");
+  }
+  if (name) *name = t["name"].value_or(std::filesystem::path(path).stem().string());
+  return out;
+}
+
+double run_tiny_world_demo(const DemoOptions& opts) {
   auto t0 = Clock::now();
+  DemoOptions o = opts;
+  std::string experiment_name;
+  if (!o.experiment.empty()) {
+    auto ov = experiment_overrides(o.experiment, &experiment_name);
+    o.overrides.insert(o.overrides.begin(), ov.begin(), ov.end());  // command-line --set wins
+    spdlog::info("experiment {}: {}", experiment_name, fmt::join(ov, " "));
+  }
   fs::create_directories(o.out);
   nlohmann::ordered_json results;
   nlohmann::ordered_json timings;
@@ -110,23 +157,30 @@ double run_tiny_world_demo(const DemoOptions& o) {
   world::make_corpus(co);
   timings["corpus_s"] = since(t);
 
-  // 2. understanding model
+  // 2. understanding model (or a given one, e.g. shared by a series of experiments)
   t = Clock::now();
   std::string u_run = o.out + "/understanding";
-  spdlog::info("2/6 understanding model (tiny InternVL, captioning) -> {}", u_run);
-  fs::remove_all(u_run);
-  auto ucfg = stage_config(o, {"understanding.toml"},
-                           {"mllm.tokenizer=\"" + o.configs + "/tokenizer.json\"",
-                            fmt::format("data.seed={}", o.seed)},
-                           {"understanding"});
-  ucfg.get_choice("train.stage", "understanding", {"understanding"});  // the file names its stage for `iomm train`
-  auto ur = train_understanding(ucfg, u_run, false);
+  std::string mllm_dir;
+  if (o.mllm.empty()) {
+    spdlog::info("2/6 understanding model (tiny InternVL, captioning) -> {}", u_run);
+    fs::remove_all(u_run);
+    auto ucfg = stage_config(o, {"understanding.toml"},
+                             {"mllm.tokenizer=\"" + o.configs + "/tokenizer.json\"",
+                              fmt::format("data.seed={}", o.seed)},
+                             {"understanding"});
+    ucfg.get_choice("train.stage", "understanding", {"understanding"});  // names its stage for `iomm train`
+    mllm_dir = train_understanding(ucfg, u_run, false).model_dir;
+  } else {
+    u_run = fs::path(o.mllm).parent_path().string();
+    mllm_dir = o.mllm;
+    spdlog::info("2/6 understanding model: reusing {}", mllm_dir);
+  }
   auto caption_eval = nlohmann::json::parse(read_file(u_run + "/caption_eval.json"));
   results["understanding"] = caption_eval;
   timings["understanding_s"] = since(t);
 
   auto prompts = world::builtin_prompts(o.prompts);
-  std::vector<std::string> model_sets = {"model.mllm=\"" + ur.model_dir + "\""};
+  std::vector<std::string> model_sets = {"model.mllm=\"" + mllm_dir + "\""};
   auto sets_for = [&](const std::string& stage, std::vector<std::string> extra) {
     auto s = model_sets;
     s.insert(s.end(), extra.begin(), extra.end());
@@ -146,7 +200,8 @@ double run_tiny_world_demo(const DemoOptions& o) {
   std::string p_run = o.out + "/pretrain", f_run = o.out + "/finetune";
   spdlog::info("3/6 stage 1: image-only pre-training -> {}", p_run);
   fs::remove_all(p_run);
-  auto pcfg = sets_for("pretrain", {"data.images=\"" + co.out + "/image\"", fmt::format("train.seed={}", o.seed)});
+  auto pcfg = sets_for("pretrain", {"data.images=\"" + co.out + "/image\"", "data.pairs=\"" + co.out + "/captioned\"",
+                                    fmt::format("train.seed={}", o.seed)});
   auto pr = train_generator(pcfg, p_run, false);
   timings["pretrain_s"] = since(t);
   {
@@ -248,6 +303,7 @@ double run_tiny_world_demo(const DemoOptions& o) {
   overall["ground truth"] = gt.result.overall;
   results["overall"] = overall;
   results["timings"] = timings;
+  if (!experiment_name.empty()) results["experiment"] = experiment_name;
   results["options"] = {{"seed", o.seed}, {"image_only", o.image_only}, {"captioned", o.captioned},
                         {"prompts", o.prompts}, {"per_prompt", o.per_prompt}, {"eval_steps", o.eval_steps},
                         {"eval_cfg", o.eval_cfg}, {"overrides", o.overrides}};

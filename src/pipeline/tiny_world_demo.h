@@ -24,7 +24,12 @@ struct DemoOptions {
   double eval_cfg = 3.0;
   // "STAGE:key=value" overrides (STAGE = understanding | model | pretrain | finetune | all).
   std::vector<std::string> overrides;
+  std::string experiment;           // a TOML file: name, [understanding] [model] [pretrain] [finetune] overrides
+  std::string mllm;                 // reuse this understanding model (a model dir) instead of training one
 };
+
+// The STAGE:key=value overrides of an experiment file (experiments/*.toml), and its name.
+std::vector<std::string> experiment_overrides(const std::string& path, std::string* name = nullptr);
 
 // Runs everything; returns the stage-2 ShapesEval overall score.
 double run_tiny_world_demo(const DemoOptions& o);

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -38,7 +39,8 @@ struct TrainSettings {
   std::string init_from;
   double ema_decay = 0.0;
   int64_t log_every = 10, sample_every = 0, checkpoint_every = 0, keep_last = 2;
-  int64_t stop_at = 0;  // save a checkpoint and stop after this step (a planned interruption; 0 = run to the end)
+  int64_t stop_at = 0;
+  int64_t threads = 0;  // torch intra-op threads; 0 = one per core  // save a checkpoint and stop after this step (a planned interruption; 0 = run to the end)
   bool deterministic = false;
   TimestepSampling timesteps;
   OptimConfig optim;
@@ -66,6 +68,7 @@ TrainSettings read_settings(Config& cfg) {
   s.checkpoint_every = cfg.get_int("train.checkpoint_every", s.checkpoint_every, 0);
   s.keep_last = cfg.get_int("train.keep_last", s.keep_last, 1);
   s.stop_at = cfg.get_int("train.stop_at", s.stop_at, 0);
+  s.threads = cfg.get_int("train.threads", s.threads, 0, 1024);
   s.deterministic = cfg.get_bool("train.deterministic", s.deterministic);
   s.timesteps = TimestepSampling::from_config(cfg, "train.timesteps");
   s.optim = OptimConfig::from_config(cfg, "optim", s.steps);
@@ -184,6 +187,9 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   run.attach_log();
   run.write_config(cfg);
   if (s.deterministic) set_deterministic(true);
+  // Explicit, because an earlier stage in the same process may have changed it (the understanding stage runs
+  // best on one thread; the generator's batched matmuls use every core).
+  at::set_num_threads(int(s.threads > 0 ? s.threads : std::max(1u, std::thread::hardware_concurrency())));
 
   auto model = IommModel::create(mc, s.seed);
   if (!init_from.empty()) {

@@ -35,12 +35,12 @@ inline constexpr const char* kCaptionQuestion = "Describe the image.";
 struct UnderstandingConfig {
   InternVLConfig model;         // [mllm], [mllm.vision], [mllm.llm]; vocab and image token from the tokenizer
   std::string tokenizer;        // mllm.tokenizer: a tokenizer.json with <IMG_CONTEXT>, <img>, </img>, <|im_end|>
-  int64_t steps = 1200, batch_size = 64;
+  int64_t steps = 2000, batch_size = 16;
   uint64_t seed = 0;            // train.seed: weight init
-  int64_t log_every = 50, save_every = 500;
+  int64_t log_every = 100, save_every = 1000;
   int64_t stop_at = 0;          // train.stop_at: save the state and stop after this step (0 = run to the end)
-  double init_std = 0.02;       // train.init_std: see init_understanding_weights; 0 = libtorch's module defaults
-  int64_t threads = 0;          // train.threads: at::set_num_threads when > 0
+  double init_std = 0.0;        // train.init_std: > 0 runs init_understanding_weights; 0 = libtorch's defaults
+  int64_t threads = 1;          // train.threads: at::set_num_threads when > 0
   uint64_t data_seed = 0;       // data.seed: the world's corpus seed
   uint64_t stream_offset = 1000003;  // data.stream_offset: training captions come from data.seed + this
   int image_size = 32;          // data.size: rendered side in px (resized to the tile size by preprocessing)
