@@ -31,7 +31,7 @@ int run(const Args& a) {
     return 0;
   }
   const auto r = iomm::train_generator(cfg, a.out, a.resume);
-  spdlog::info("train: {} model -> {}", stage, r.model_dir);
+  if (!r.model_dir.empty()) spdlog::info("train: {} model -> {}", stage, r.model_dir);
   return 0;
 }
 
