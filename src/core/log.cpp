@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "core/log.h"
 
 #include <cstdlib>
@@ -30,6 +31,16 @@ void add_file(const std::string& path) {
   auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
   sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] %v");
   spdlog::default_logger()->sinks().push_back(sink);
+}
+
+void set_run_file(const std::string& path) {
+  // One run log at a time: a process that runs several stages (the demo) logs each into its own run directory.
+  static std::shared_ptr<spdlog::sinks::sink> current;
+  auto& sinks = spdlog::default_logger()->sinks();
+  if (current) sinks.erase(std::remove(sinks.begin(), sinks.end(), current), sinks.end());
+  current = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
+  current->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] %v");
+  sinks.push_back(current);
 }
 
 }  // namespace iomm::log

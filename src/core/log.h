@@ -10,5 +10,7 @@ namespace iomm::log {
 void init(const std::string& level);
 // Mirrors every message into `path` as well (e.g. RUN/train.log); appends.
 void add_file(const std::string& path);
+// Like add_file, but replaces the file set by the previous call (the current run's log.txt).
+void set_run_file(const std::string& path);
 
 }  // namespace iomm::log

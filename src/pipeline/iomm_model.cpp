@@ -27,6 +27,8 @@ IommModelConfig IommModelConfig::from_config(Config& cfg) {
   c.resolution = cfg.get_int("model.resolution", c.resolution, 8, 8192);
   c.device = cfg.get_string("model.device", c.device);
   c.dtype = cfg.get_choice("model.dtype", c.dtype, {"float32", "bfloat16", "float16"});
+  c.prediction = cfg.get_choice("model.prediction", c.prediction, {"velocity", "data"});
+  c.prediction_t_min = cfg.get_double("model.prediction_t_min", c.prediction_t_min, 1e-4, 1.0);
   auto mllm = InternVLConfig::from_json(read_model_config(c.mllm), c.mllm + "/config.json");
   int64_t width = mllm.llm.hidden_size;
   c.generator = MMDiTConfig::from_config(cfg, "generator");
@@ -49,14 +51,16 @@ std::string model_toml(const IommModelConfig& c) {
   std::string axes;
   for (size_t i = 0; i < g.axes_dim.size(); ++i) axes += (i ? ", " : "") + std::to_string(g.axes_dim[i]);
   return fmt::format(
-      "[model]\nmllm = {}\nautoencoder = {}\nresolution = {}\ndevice = {}\ndtype = {}\n\n"
+      "[model]\nmllm = {}\nautoencoder = {}\nresolution = {}\ndevice = {}\ndtype = {}\nprediction = {}\n"
+      "prediction_t_min = {}\n\n"
       "[generator]\nhidden_size = {}\nnum_heads = {}\ndepth = {}\ndepth_single_blocks = {}\ncontext_in_dim = {}\n"
       "vec_in_dim = {}\nmlp_ratio = {}\naxes_dim = [{}]\ntheta = {}\nqkv_bias = {}\nguidance_embed = {}\n"
       "patch_size = {}\nin_channels = {}\nout_channels = {}\n\n"
       "[conditioner]\nmode = {}\ncond_tokens = {}\nnum_queries = {}\nnum_heads = {}\nmlp_ratio = {}\n"
       "mask_ratio = {}\nmask_granularity = {}\naux_prompt = {}\nt2i_prefix = {}\nuncond_prompt = {}\n"
       "max_text_tokens = {}\n",
-      q(c.mllm), q(c.autoencoder), c.resolution, q(c.device), q(c.dtype), g.hidden_size, g.num_heads, g.depth,
+      q(c.mllm), q(c.autoencoder), c.resolution, q(c.device), q(c.dtype), q(c.prediction), c.prediction_t_min,
+      g.hidden_size, g.num_heads, g.depth,
       g.depth_single, g.context_in_dim, g.vec_in_dim, g.mlp_ratio, axes, g.theta, g.qkv_bias, g.guidance_embed,
       g.patch_size, g.in_channels, g.out_channels, q(k.mode), q(k.cond_tokens), k.rqa.num_queries, k.rqa.num_heads,
       k.rqa.mlp_ratio, k.mask_ratio, q(k.mask_granularity == MaskGranularity::token ? "token" : "element"),
@@ -155,7 +159,11 @@ at::Tensor IommModel::velocity(const at::Tensor& x_tokens, const at::Tensor& t, 
   in.txt_ids = torch::zeros({cond.h.size(1), 3}, torch::TensorOptions().device(x_tokens.device()));
   in.timesteps = t.to(x_tokens.device(), x_tokens.scalar_type());
   in.txt_mask = cond.mask;
-  return generator->forward(in);
+  auto out = generator->forward(in);
+  if (config.prediction == "velocity") return out;
+  // x-prediction: v = (x_t − x̂) / t, since x_t = (1 − t)x + t·z.
+  auto tt = in.timesteps.clamp_min(config.prediction_t_min).view({-1, 1, 1});
+  return (x_tokens - out) / tt;
 }
 
 FlowLoss IommModel::loss(const at::Tensor& images, const Condition& cond, const TimestepSampling& timesteps,

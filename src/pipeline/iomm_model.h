@@ -32,6 +32,12 @@ struct IommModelConfig {
   int64_t resolution = 32;              // training / generation image side
   std::string device = "cpu";
   std::string dtype = "float32";        // generator compute dtype (the MLLM uses it too)
+  // What the generator's output means. "velocity" (z − x, FLUX and the paper) or "data" (x itself; the velocity is
+  // then (x_t − x̂)/t, and the loss stays the velocity loss). Pixel-space models with large patches learn far
+  // faster with "data": the clean image lies on a low-dimensional manifold, the noise does not (Li & He 2025,
+  // "Back to Basics: Let Denoising Generative Models Denoise"). The tiny world uses it.
+  std::string prediction = "velocity";
+  double prediction_t_min = 0.05;       // "data": t is clamped from below in the division
   MMDiTConfig generator;                // [generator]
   ConditionerConfig conditioner;        // [conditioner]
 
