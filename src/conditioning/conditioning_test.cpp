@@ -3,7 +3,6 @@
 #include <fstream>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "conditioning/condition_sequence.h"
@@ -17,52 +16,13 @@
 #include "text/tokenizer.h"
 
 using namespace iomm;
-using nlohmann::json;
 
 namespace {
 
-// A byte-level tokenizer (no merges) with the chat and image special tokens of InternVL3.
-constexpr int32_t kImgContext = fixtures::kByteTokenizerImgContext, kPad = fixtures::kByteTokenizerPad;
-Tokenizer byte_tokenizer() {
-  static std::string path = [] {
-    auto p = fixtures::temp_dir("cond") + "/tokenizer.json";
-    std::ofstream(p) << fixtures::byte_tokenizer_json();
-    return p;
-  }();
-  return Tokenizer::load(path);
-}
-
-InternVLConfig tiny_mllm() {
-  InternVLConfig c;
-  c.vision.hidden_size = 16;
-  c.vision.num_hidden_layers = 1;
-  c.vision.num_attention_heads = 2;
-  c.vision.intermediate_size = 32;
-  c.vision.image_size = 16;
-  c.vision.patch_size = 4;  // 4x4 patches -> 4 image tokens after pixel shuffle
-  c.llm.hidden_size = 32;
-  c.llm.num_hidden_layers = 2;
-  c.llm.num_attention_heads = 4;
-  c.llm.num_key_value_heads = 2;
-  c.llm.head_dim = 8;
-  c.llm.intermediate_size = 48;
-  c.llm.vocab_size = 262;
-  c.image_token_id = kImgContext;
-  c.tile_size = 16;
-  return c;
-}
-
-InternVL frozen_mllm() {
-  torch::manual_seed(0);
-  InternVL m(tiny_mllm(), false);
-  {
-    torch::NoGradGuard ng;
-    for (auto& p : m->parameters()) p.normal_(0, 0.2);
-  }
-  freeze(*m);
-  m->eval();
-  return m;
-}
+// The shared fixture: a random tiny InternVL (16 px tiles -> 4 image tokens, width 32) with a byte-level tokenizer.
+constexpr int32_t kPad = fixtures::kByteTokenizerPad;
+Tokenizer byte_tokenizer() { return Tokenizer::load(fixtures::tiny_mllm_dir()); }
+InternVL frozen_mllm() { return load_internvl(fixtures::tiny_mllm_dir(), "cpu", "float32", /*lm_head=*/false); }
 
 ConditionerConfig small_config(const std::string& mode) {
   ConditionerConfig c;

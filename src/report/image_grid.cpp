@@ -11,20 +11,11 @@ namespace iomm::report {
 
 namespace {
 
-std::string shape_str(const at::Tensor& t) {
-  std::string s;
-  for (int64_t d : t.sizes()) {
-    if (!s.empty()) s += 'x';
-    s += std::to_string(d);
-  }
-  return s;
-}
-
 // NCHW (C = 1 or 3; float [0, 1] or uint8) -> RGB images. uint8 goes through /255 and back, which
 // tensor_to_image makes exact, so there is one conversion path.
 std::vector<Image> to_rgb_images(const at::Tensor& images, const char* what) {
   if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3))
-    fail("{}: expected images shaped [N, 3, H, W] or [N, 1, H, W], got {}", what, shape_str(images));
+    fail("{}: expected images shaped [N, 3, H, W] or [N, 1, H, W], got {}", what, c10::str(images.sizes()));
   if (images.size(0) == 0) fail("{}: no images (N = 0)", what);
   at::Tensor t = images.detach().to(torch::kCPU);
   if (t.scalar_type() == torch::kUInt8) t = t.to(torch::kFloat32).div_(255.0f);
@@ -85,7 +76,7 @@ Image make_pair_grid(const at::Tensor& inputs, const at::Tensor& outputs, int64_
   check_layout(cols_pairs, scale, pad, "make_pair_grid");
   if (inputs.sizes() != outputs.sizes())
     fail("make_pair_grid: inputs are {} but outputs are {}; pass one output per input, same size",
-         shape_str(inputs), shape_str(outputs));
+         c10::str(inputs.sizes()), c10::str(outputs.sizes()));
   const auto in = to_rgb_images(inputs, "make_pair_grid"), out = to_rgb_images(outputs, "make_pair_grid");
   std::vector<Image> pairs;
   for (size_t i = 0; i < in.size(); ++i) {
