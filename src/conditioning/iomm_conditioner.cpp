@@ -62,9 +62,9 @@ Condition IommConditionerImpl::forward(const std::vector<ConditionInput>& inputs
       if (mim && config.mask_ratio > 0) {
         if (gen == nullptr) fail("conditioner: masked image modeling needs a generator");
         // Only self-conditioned rows are masked; an edit's reference image is seen whole.
-        auto is_image = torch::zeros({int64_t(toks.image_rows.size())}, torch::kBool);
-        for (size_t k = 0; k < toks.image_rows.size(); ++k)
-          is_image[int64_t(k)] = inputs[size_t(toks.image_rows[k])].kind == ConditionKind::image;
+        std::vector<int64_t> self_conditioned;
+        for (int64_t r : toks.image_rows) self_conditioned.push_back(inputs[size_t(r)].kind == ConditionKind::image);
+        auto is_image = torch::tensor(self_conditioned).to(torch::kBool);
         auto masked = mask_image_tokens(img, config.mask_ratio, *gen, config.mask_granularity).tokens;
         img = torch::where(is_image.to(device).view({-1, 1, 1}), masked, img);
       }

@@ -1,6 +1,6 @@
-#include <algorithm>
 #include "core/log.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -27,19 +27,20 @@ void init(const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
-void add_file(const std::string& path) {
+static std::shared_ptr<spdlog::sinks::sink> file_sink(const std::string& path) {
   auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
   sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] %v");
-  spdlog::default_logger()->sinks().push_back(sink);
+  return sink;
 }
+
+void add_file(const std::string& path) { spdlog::default_logger()->sinks().push_back(file_sink(path)); }
 
 void set_run_file(const std::string& path) {
   // One run log at a time: a process that runs several stages (the demo) logs each into its own run directory.
   static std::shared_ptr<spdlog::sinks::sink> current;
   auto& sinks = spdlog::default_logger()->sinks();
   if (current) sinks.erase(std::remove(sinks.begin(), sinks.end(), current), sinks.end());
-  current = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
-  current->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] %v");
+  current = file_sink(path);
   sinks.push_back(current);
 }
 

@@ -1,5 +1,7 @@
 #include "pipeline/tiny_world_demo.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -37,6 +39,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// What a STAGE:key=value override (or an experiment file's table) may name.
+constexpr std::array<std::string_view, 5> kOverrideStages = {"understanding", "model", "pretrain", "finetune", "all"};
+bool is_override_stage(const std::string& s) {
+  return std::find(kOverrideStages.begin(), kOverrideStages.end(), s) != kOverrideStages.end();
+}
+
 // Config of one stage: its files, then the demo's fixed keys, then the user's STAGE:key=value overrides.
 Config stage_config(const DemoOptions& o, const std::vector<std::string>& files, const std::vector<std::string>& sets,
                     const std::vector<std::string>& stages) {
@@ -49,7 +57,7 @@ Config stage_config(const DemoOptions& o, const std::vector<std::string>& files,
       fail("demo --set '{}': write STAGE:key=value with STAGE one of understanding, model, pretrain, finetune, all",
            ov);
     auto stage = ov.substr(0, colon);
-    if (stage != "understanding" && stage != "model" && stage != "pretrain" && stage != "finetune" && stage != "all")
+    if (!is_override_stage(stage))
       fail("demo --set '{}': unknown stage '{}' (understanding, model, pretrain, finetune, all)", ov, stage);
     if (stage == "all" || std::find(stages.begin(), stages.end(), stage) != stages.end()) cfg.set(ov.substr(colon + 1));
   }
@@ -110,7 +118,7 @@ std::vector<std::string> experiment_overrides(const std::string& path, std::stri
   for (auto& [k, v] : t) {
     std::string key(k.str());
     if (key == "name" || key == "description") continue;
-    if (key != "understanding" && key != "model" && key != "pretrain" && key != "finetune" && key != "all")
+    if (!is_override_stage(key))
       fail("{}: table [{}] is not a stage; use [understanding], [model], [pretrain], [finetune] or [all]", path, key);
     if (!v.is_table()) fail("{}: '{}' must be a table of key = value overrides", path, key);
     // Leaves as dotted keys with their TOML values ("pretrain:train.data=\"image\"").
@@ -161,6 +169,7 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   t = Clock::now();
   std::string u_run = o.out + "/understanding";
   std::string mllm_dir;
+  nlohmann::json caption_eval = nlohmann::json::object();
   if (o.mllm.empty()) {
     spdlog::info("2/6 understanding model (tiny InternVL, captioning) -> {}", u_run);
     fs::remove_all(u_run);
@@ -169,13 +178,19 @@ double run_tiny_world_demo(const DemoOptions& opts) {
                               fmt::format("data.seed={}", o.seed)},
                              {"understanding"});
     ucfg.get_choice("train.stage", "understanding", {"understanding"});  // names its stage for `iomm train`
-    mllm_dir = train_understanding(ucfg, u_run, false).model_dir;
+    auto ur = train_understanding(ucfg, u_run, false);
+    mllm_dir = ur.model_dir;
+    caption_eval = ur.eval;
   } else {
     u_run = fs::path(o.mllm).parent_path().string();
     mllm_dir = o.mllm;
     spdlog::info("2/6 understanding model: reusing {}", mllm_dir);
+    if (fs::exists(u_run + "/caption_eval.json"))
+      caption_eval = nlohmann::json::parse(read_file(u_run + "/caption_eval.json"));
+    else
+      spdlog::warn("--mllm {}: no caption_eval.json beside it (not an `iomm train` understanding run), so the "
+                   "report has no caption accuracy", mllm_dir);
   }
-  auto caption_eval = nlohmann::json::parse(read_file(u_run + "/caption_eval.json"));
   results["understanding"] = caption_eval;
   timings["understanding_s"] = since(t);
 

@@ -114,18 +114,20 @@ Batch draw_batch(const TrainSettings& s, const Pools& pools, at::Generator& gen)
   const auto& src = pools.image_source();
   auto i_img = torch::randint(src.size(), {B}, gen);
   auto i_pair = torch::randint(pools.pairs ? pools.pairs->size() : 1, {B}, gen);
+  auto kind = u_kind.accessor<float, 1>(), drop_u = u_drop.accessor<float, 1>();
+  auto img_at = i_img.accessor<int64_t, 1>(), pair_at = i_pair.accessor<int64_t, 1>();
   Batch b;
   std::vector<at::Tensor> images;
   for (int64_t i = 0; i < B; ++i) {
-    bool image = s.data == "image" || (s.data == "mix" && u_kind[i].item<float>() < s.mix_ratio);
-    bool drop = u_drop[i].item<float>() < s.cfg_drop && (!image || s.cfg_drop_images);
+    bool image = s.data == "image" || (s.data == "mix" && kind[i] < s.mix_ratio);
+    bool drop = drop_u[i] < s.cfg_drop && (!image || s.cfg_drop_images);
     ConditionInput c;
     at::Tensor img;
     if (image) {
-      img = src.batch({i_img[i].item<int64_t>()})[0];
+      img = src.batch({img_at[i]})[0];
       c = {ConditionKind::image, "", img};
     } else {
-      int64_t k = i_pair[i].item<int64_t>();
+      int64_t k = pair_at[i];
       img = pools.pairs->batch({k})[0];
       c = {ConditionKind::text, pools.pairs->captions[size_t(k)], {}};
     }
@@ -220,7 +222,13 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
         p.copy_(it->second);
       }
       opt.load_state(ck.files.at("optimizer"), *dir + "/optimizer.safetensors");
-      if (ema) ema->load(ck.files.at("ema"), *dir + "/ema.safetensors");
+      if (ema) {
+        if (!ck.files.count("ema"))
+          fail("{} has no ema.safetensors but train.ema_decay = {}: the run was started without EMA; resume with "
+               "--set train.ema_decay=0, or start a new run",
+               *dir, s.ema_decay);
+        ema->load(ck.files.at("ema"), *dir + "/ema.safetensors");
+      }
       start = ck.step;
       if (ck.state.contains("determinism")) warn_determinism_mismatches(ck.state["determinism"], *dir);
       spdlog::info("resumed from {} at step {}", *dir, start);
@@ -270,8 +278,10 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
       auto fl = model.loss(b.images, cond, s.timesteps, gen);
       (fl.loss / double(s.grad_accum)).backward();
       step_loss += fl.loss.item<double>() / double(s.grad_accum);
+      auto per_sample = fl.per_sample.to(torch::kCPU, torch::kDouble);
+      auto per = per_sample.accessor<double, 1>();
       for (size_t i = 0; i < b.is_image.size(); ++i) {
-        double l = fl.per_sample[int64_t(i)].item<double>();
+        double l = per[int64_t(i)];
         if (b.is_image[i]) window_img += l, ++n_img;
         else window_txt += l, ++n_txt;
       }
