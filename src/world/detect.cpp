@@ -47,7 +47,7 @@ double overlap(int px, int py, double ax0, double ay0, double ax1, double ay1) {
 
 }  // namespace
 
-std::vector<Detection> detect(const Raster& img, const DetectorParams& p) {
+SceneReading read_scene(const Raster& img, const DetectorParams& p) {
   const int W = img.width, H = img.height;
   const size_t N = size_t(W) * H;
   // 1. denoise (edge-clamped 3x3 binomial) into 0..1 floats
@@ -91,6 +91,7 @@ std::vector<Detection> detect(const Raster& img, const DetectorParams& p) {
   const double min_area = std::max(p.min_area_px, double(N) / p.min_area_divisor);
   std::vector<int> comp(N, -1);
   std::vector<Detection> out;
+  size_t explained = 0;  // foreground pixels inside accepted detections
   std::vector<int> stack, members;
   for (size_t seed = 0; seed < N; ++seed) {
     if (label[seed] < 0 || comp[seed] >= 0) continue;
@@ -160,13 +161,33 @@ std::vector<Detection> detect(const Raster& img, const DetectorParams& p) {
       if (dist2 < best) best = dist2, d.shape = pr.shape;
     }
     d.confidence = std::exp(-best / 2);
-    if (d.confidence >= p.min_confidence) out.push_back(d);
+    if (d.confidence >= p.min_confidence) out.push_back(d), explained += members.size();
+  }
+  // 6. readability
+  size_t foreground = 0;
+  std::vector<float> neutral_lum;
+  for (size_t i = 0; i < N; ++i) {
+    if (chroma[i] >= p.fg_chroma) ++foreground;
+    else neutral_lum.push_back((rgbf[i * 3] + rgbf[i * 3 + 1] + rgbf[i * 3 + 2]) / 3);
+  }
+  size_t off_background = 0;
+  if (!neutral_lum.empty()) {
+    auto mid = neutral_lum.begin() + ptrdiff_t(neutral_lum.size() / 2);
+    std::nth_element(neutral_lum.begin(), mid, neutral_lum.end());
+    const float level = *mid;
+    for (float l : neutral_lum) off_background += std::abs(l - level) > p.background_tolerance;
   }
   std::stable_sort(out.begin(), out.end(), [](const Detection& a, const Detection& b) {
     return a.confidence != b.confidence ? a.confidence > b.confidence : a.area > b.area;
   });
-  return out;
+  SceneReading r;
+  r.stray = double(foreground - explained + off_background) / double(N);
+  r.readable = r.stray <= p.max_stray;
+  if (r.readable) r.objects = std::move(out);
+  return r;
 }
+
+std::vector<Detection> detect(const Raster& img, const DetectorParams& p) { return read_scene(img, p).objects; }
 
 nlohmann::ordered_json to_json(const Detection& d) {
   auto r3 = [](double v) { return std::round(v * 1000) / 1000; };

@@ -18,6 +18,12 @@
 //     and log aspect ratio (all classes 0). The class is the nearest prototype in units of the feature
 //     scales; confidence = exp(-d^2 / 2); detections below min_confidence (0.05) are dropped (GenEval's
 //     detector threshold plays this role).
+//  6. Readability: a scene of the tiny world is a few solid shapes on a uniform grey background, so colour that
+//     no detection explains and grey that is off the background's level are "stray". stray = (foreground pixels
+//     outside accepted detections + neutral pixels whose luminance is more than background_tolerance from the
+//     median neutral luminance) / all pixels. Above max_stray (0.1) the image is unreadable and yields no
+//     objects: without this, colour noise (an untrained or collapsed generator) splits into hundreds of small
+//     components, some of which pass the geometry test (measured: pure noise scored 0.75 on single_object).
 #pragma once
 #include <array>
 #include <vector>
@@ -34,6 +40,8 @@ struct DetectorParams {
   double min_area_px = 6.0;        // and at least size^2 / min_area_divisor
   double min_area_divisor = 200.0;
   double min_confidence = 0.05;
+  double background_tolerance = 0.08;  // luminance (0..1) a neutral pixel may differ from the background level
+  double max_stray = 0.1;              // fraction of stray pixels above which the image is unreadable
   bool denoise = true;
 };
 
@@ -47,7 +55,13 @@ struct Detection {
   double fill = 0, top = 0, bottom = 0, log_aspect = 0;
 };
 
-// Objects sorted by confidence, highest first (GenEval's order within a class).
+struct SceneReading {
+  std::vector<Detection> objects;  // sorted by confidence, highest first; empty when !readable
+  double stray = 0;                // fraction of pixels neither background nor part of a detection (step 6)
+  bool readable = true;            // stray <= max_stray
+};
+SceneReading read_scene(const Raster& img, const DetectorParams& p = {});
+// The objects of read_scene (GenEval's order within a class: highest confidence first).
 std::vector<Detection> detect(const Raster& img, const DetectorParams& p = {});
 nlohmann::ordered_json to_json(const Detection& d);
 

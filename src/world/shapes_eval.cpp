@@ -84,6 +84,14 @@ Verdict judge(const PromptSpec& p, const std::vector<Detection>& detections) {
   return v;
 }
 
+Verdict judge(const PromptSpec& p, const SceneReading& scene, const DetectorParams& params) {
+  if (!scene.readable)
+    return {false, fmt::format("unreadable scene: {:.0f}% stray pixels (colour outside any detection or grey off the "
+                               "background level; at most {:.0f}%)",
+                               100 * scene.stray, 100 * params.max_stray)};
+  return judge(p, scene.objects);
+}
+
 void summarize(EvalResult& r) {
   r.categories.clear();
   std::map<int, bool> prompt_ok;
@@ -112,7 +120,8 @@ nlohmann::ordered_json EvalResult::to_json() const {
     nlohmann::ordered_json dets = nlohmann::ordered_json::array();
     for (const auto& d : im.detections) dets.push_back(world::to_json(d));
     imgs.push_back(nlohmann::ordered_json{{"filename", im.file}, {"prompt_index", im.prompt_index}, {"tag", im.tag}, {"prompt", im.prompt},
-                    {"correct", im.verdict.correct}, {"reason", im.verdict.reason}, {"detections", dets}});
+                    {"correct", im.verdict.correct}, {"reason", im.verdict.reason},
+                    {"stray", std::round(im.stray * 1000) / 1000}, {"detections", dets}});
   }
   nlohmann::ordered_json j{{"overall", overall},
                            {"categories", cats},
@@ -150,8 +159,10 @@ EvalResult evaluate_folder(const std::string& dir, const DetectorParams& params)
       rec.prompt_index = std::stoi(pd.filename().string());
       rec.tag = p.tag;
       rec.prompt = p.prompt;
-      rec.detections = detect(to_raster(decode_image(s.string())), params);
-      rec.verdict = judge(p, rec.detections);
+      const SceneReading scene = read_scene(to_raster(decode_image(s.string())), params);
+      rec.verdict = judge(p, scene, params);
+      rec.detections = scene.objects;
+      rec.stray = scene.stray;
       r.images.push_back(std::move(rec));
     }
   }

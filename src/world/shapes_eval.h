@@ -25,6 +25,8 @@ struct Verdict {
   std::string reason;  // empty when correct; GenEval's wording otherwise
 };
 Verdict judge(const PromptSpec& p, const std::vector<Detection>& detections);
+// judge() on a read scene; an unreadable one (too much stray colour or off-level grey) fails, saying so.
+Verdict judge(const PromptSpec& p, const SceneReading& scene, const DetectorParams& params = {});
 
 struct ImageRecord {
   std::string file;  // relative to the evaluated folder
@@ -32,6 +34,7 @@ struct ImageRecord {
   std::string tag, prompt;
   Verdict verdict;
   std::vector<Detection> detections;
+  double stray = 0;  // SceneReading::stray
 };
 
 struct CategoryScore {

@@ -88,6 +88,76 @@ TEST(ShapesEval, GroundTruthSurvivesColourNoise) {
   for (const auto& [tag, c] : r.categories) EXPECT_GE(c.score(), 0.95) << tag;
 }
 
+// Images an untrained or collapsed generator makes: random colour per `cell` x `cell` block (cell 1 = per-pixel
+// noise, 4 = the DiT's 4x4 patch noise), around a grey level.
+Raster colour_noise(int size, int cell, double amplitude, Rng& rng) {
+  Raster r(size, size);
+  for (int by = 0; by < size; by += cell)
+    for (int bx = 0; bx < size; bx += cell) {
+      std::array<uint8_t, 3> c;
+      for (auto& v : c) v = uint8_t(std::clamp<long>(std::lround(128 + 255 * amplitude * rng.normal()), 0, 255));
+      for (int y = by; y < std::min(size, by + cell); ++y)
+        for (int x = bx; x < std::min(size, bx + cell); ++x) std::copy(c.begin(), c.end(), r.at(x, y));
+    }
+  return r;
+}
+
+TEST(ShapesEval, ColourNoiseIsUnreadableAndScoresZero) {
+  // Before the readability check (detect.h step 6) such images passed 3 of 4 single_object prompts.
+  const auto prompts = builtin_prompts("eval");
+  int passed = 0, total = 0;
+  for (int cell : {1, 2, 4})
+    for (double amplitude : {0.2, 0.35})
+      for (size_t i = 0; i < prompts.size(); i += 3) {
+        Rng rng(5, i, uint64_t(cell * 100 + amplitude * 100));
+        const SceneReading scene = read_scene(colour_noise(32, cell, amplitude, rng));
+        EXPECT_FALSE(scene.readable) << "cell " << cell << " amplitude " << amplitude << " stray " << scene.stray;
+        EXPECT_TRUE(scene.objects.empty());
+        const Verdict v = judge(prompts[i], scene);
+        EXPECT_NE(v.reason.find("unreadable scene"), std::string::npos) << v.reason;
+        passed += v.correct, ++total;
+      }
+  // Weak per-pixel noise (the sigma GroundTruthSurvivesColourNoise uses) is a plain grey background: readable, empty.
+  Rng rng(6);
+  const SceneReading weak = read_scene(colour_noise(32, 1, 0.05, rng));
+  EXPECT_TRUE(weak.readable) << weak.stray;
+  EXPECT_TRUE(weak.objects.empty());
+  EXPECT_EQ(passed, 0) << "of " << total;
+}
+
+TEST(ShapesEval, GreyTextureAroundAGoodShapeIsUnreadable) {
+  // A correct red circle on a background of grey blotches: the background is not the tiny world's.
+  Scene s;
+  s.size = 32;
+  s.background = {128, 128, 128};
+  Object o;
+  o.shape = Shape::circle, o.color = Color::red, o.x = 10, o.y = 10, o.size = 12, o.fill = rgb(Color::red);
+  s.objects.push_back(o);
+  const Raster clean = render(s);
+  EXPECT_TRUE(read_scene(clean).readable);
+  EXPECT_EQ(read_scene(clean).objects.size(), 1u);
+  Raster blotchy = clean;
+  for (int y = 0; y < 32; ++y)
+    for (int x = 0; x < 32; ++x)
+      if (((x / 4) + (y / 4)) % 2 == 0 && (x < 8 || x > 24 || y < 8 || y > 24))
+        for (int c = 0; c < 3; ++c) blotchy.at(x, y)[c] = 200;  // neutral, far off the background level
+  const SceneReading r = read_scene(blotchy);
+  EXPECT_FALSE(r.readable) << r.stray;
+  EXPECT_GT(r.stray, 0.2);
+}
+
+TEST(ShapesEval, GroundTruthHasLittleStray) {
+  // The margin the max_stray threshold (0.1) keeps from real scenes, sharp, blurred and noisy.
+  Rng rng(3);
+  const auto prompts = builtin_prompts("eval");
+  double worst = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const Raster gt = render(ground_truth_scene(prompts[i], i, 0, 7, 32));
+    for (const Raster& x : {gt, gaussian_blur(gt, 0.7), add_noise(gt, 0.05, rng)}) worst = std::max(worst, read_scene(x).stray);
+  }
+  EXPECT_LT(worst, 0.05);
+}
+
 // Renders a deliberately wrong scene for each prompt of `tag` (slots edited by `spoil`), and counts passes.
 template <typename Spoil>
 int passes_of_spoiled(const std::string& tag, Spoil spoil, int* total, int size = 32) {
