@@ -48,14 +48,14 @@ void MMDiTConfig::validate(const std::string& source) const {
   if (vec_in_dim < 0) fail("{}: vec_in_dim must be >= 0 (0 = no pooled vector)", source);
 }
 
-MMDiTConfig MMDiTConfig::from_config(Config& cfg, const std::string& prefix) {
+MMDiTConfig MMDiTConfig::from_config(Config& cfg, const std::string& prefix, int64_t default_context_in_dim) {
   MMDiTConfig c;
   auto k = [&](const char* name) { return prefix.empty() ? std::string(name) : prefix + "." + name; };
   c.hidden_size = cfg.get_int(k("hidden_size"), 1536, 1);
   c.num_heads = cfg.get_int(k("num_heads"), 12, 1);
   c.depth = cfg.get_int(k("depth"), 10, 0);
   c.depth_single = cfg.get_int(k("depth_single_blocks"), 20, 0);
-  c.context_in_dim = cfg.get_int(k("context_in_dim"), 1536, 1);
+  c.context_in_dim = cfg.get_int(k("context_in_dim"), default_context_in_dim, 1);
   c.vec_in_dim = cfg.get_int(k("vec_in_dim"), 0, 0);
   c.mlp_ratio = cfg.get_double(k("mlp_ratio"), 4.0, 1e-3, 64.0);
   c.axes_dim = cfg.get_int_list(k("axes_dim"), {16, 56, 56});

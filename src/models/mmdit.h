@@ -48,7 +48,9 @@ struct MMDiTConfig {
   void validate(const std::string& source) const;
 
   // From an iomm TOML config: keys under `prefix` (e.g. "model": model.hidden_size, model.depth, ...).
-  static MMDiTConfig from_config(Config& cfg, const std::string& prefix = "model");
+  // `default_context_in_dim` is what an absent context_in_dim resolves to (IOMM passes its MLLM's width, so the
+  // resolved config shows the value the model uses).
+  static MMDiTConfig from_config(Config& cfg, const std::string& prefix = "model", int64_t default_context_in_dim = 1536);
   // From a diffusers FluxTransformer2DModel config.json or a BFL FluxParams-style JSON (depth, hidden_size, ...).
   static MMDiTConfig from_json(const nlohmann::json& j, const std::string& source);
   // diffusers FluxTransformer2DModel config (fails when the model cannot be expressed there, e.g. theta != 10000).

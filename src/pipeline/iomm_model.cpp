@@ -31,15 +31,11 @@ IommModelConfig IommModelConfig::from_config(Config& cfg) {
   c.prediction_t_min = cfg.get_double("model.prediction_t_min", c.prediction_t_min, 1e-4, 1.0);
   auto mllm = InternVLConfig::from_json(read_model_config(c.mllm), c.mllm + "/config.json");
   int64_t width = mllm.llm.hidden_size;
-  const bool context_given = cfg.has("generator.context_in_dim");
-  // Record the MLLM's width as the value read, so the resolved config (config.toml) shows what the model uses.
-  if (!context_given) cfg.set(fmt::format("generator.context_in_dim={}", width));
-  c.generator = MMDiTConfig::from_config(cfg, "generator");
-  if (context_given && c.generator.context_in_dim != width)
+  c.generator = MMDiTConfig::from_config(cfg, "generator", /*default_context_in_dim=*/width);
+  if (c.generator.context_in_dim != width)
     fail("{}: generator.context_in_dim = {} but the MLLM at {} has width {}; the generator reads the MLLM's "
          "hidden states, so remove the key or set it to {}",
          cfg.source(), c.generator.context_in_dim, c.mllm, width, width);
-  c.generator.context_in_dim = width;
   c.conditioner = ConditionerConfig::from_config(cfg, "conditioner", width);
   return c;
 }

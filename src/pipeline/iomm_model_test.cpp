@@ -28,6 +28,11 @@ TEST(IommModel, ContextWidthFollowsTheMllmAndMismatchesFail) {
   auto m = tiny_model();
   EXPECT_EQ(m.config.generator.context_in_dim, 32);
   EXPECT_EQ(m.image_seq_len(), 16);  // (16 / 4)^2
+  // The resolved config records the width the model uses, without claiming the user set it.
+  auto cfg = Config::parse(fixtures::tiny_model_toml());
+  IommModelConfig::from_config(cfg);
+  EXPECT_NE(cfg.dump_resolved().find("context_in_dim = 32"), std::string::npos) << cfg.dump_resolved();
+  EXPECT_EQ(cfg.source().find("context_in_dim"), std::string::npos) << cfg.source();
   auto bad = Config::parse(fixtures::tiny_model_toml() + "");
   bad.set("generator.context_in_dim=64");
   EXPECT_THROW(IommModelConfig::from_config(bad), Error);
