@@ -75,10 +75,16 @@ SceneReading read_scene(const Raster& img, const DetectorParams& p) {
   }
   std::vector<float> chroma(N);
   std::vector<int> label(N, -1);
+  size_t foreground = 0;
+  std::vector<float> neutral_lum;  // luminance of the background candidates, for step 6
   for (size_t i = 0; i < N; ++i) {
     const float r = rgbf[i * 3], g = rgbf[i * 3 + 1], b = rgbf[i * 3 + 2];
     chroma[i] = std::max({r, g, b}) - std::min({r, g, b});
-    if (chroma[i] < p.fg_chroma) continue;
+    if (chroma[i] < p.fg_chroma) {
+      neutral_lum.push_back((r + g + b) / 3);
+      continue;
+    }
+    ++foreground;
     const double h = hue_deg(r, g, b);
     double best = 1e9;
     for (size_t c = 0; c < palette_hue.size(); ++c) {
@@ -164,12 +170,6 @@ SceneReading read_scene(const Raster& img, const DetectorParams& p) {
     if (d.confidence >= p.min_confidence) out.push_back(d), explained += members.size();
   }
   // 6. readability
-  size_t foreground = 0;
-  std::vector<float> neutral_lum;
-  for (size_t i = 0; i < N; ++i) {
-    if (chroma[i] >= p.fg_chroma) ++foreground;
-    else neutral_lum.push_back((rgbf[i * 3] + rgbf[i * 3 + 1] + rgbf[i * 3 + 2]) / 3);
-  }
   size_t off_background = 0;
   if (!neutral_lum.empty()) {
     auto mid = neutral_lum.begin() + ptrdiff_t(neutral_lum.size() / 2);
