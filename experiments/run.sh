@@ -2,7 +2,7 @@
 # Runs the tiny-world ablations: every experiments/*.toml (or the files given) through `iomm demo --experiment`,
 # all sharing one understanding model (trained once), then writes OUT/table.md with ShapesEval per category,
 # the untrained and stage-1 scores, and run times.
-#   bash experiments/run.sh                       # all of them (~10 min each on 2 cores)
+#   bash experiments/run.sh                       # all of them (~11 min each on 2 cores: the default demo took 686 s)
 #   bash experiments/run.sh experiments/mask-*.toml
 #   OUT=runs/exp EXTRA="--prompts eval-small" bash experiments/run.sh ...
 set -euo pipefail
