@@ -31,13 +31,17 @@ tags = ["single_object", "two_object", "counting", "colors", "position", "color_
 rows = []
 for r in sorted(out.glob("*/results.json")):
     j = json.loads(r.read_text())
-    s2 = j["shapes_eval"]["stage 2 (mix)"]["categories"] if "stage 2 (mix)" in j["shapes_eval"] else {}
-    cats = [f'{s2.get(t, {}).get("score", float("nan")):.3f}' for t in tags]
     o = j["overall"]
-    rows.append(f'| {r.parent.name} | ' + " | ".join(cats) + f' | **{o["stage 2 (mix)"]:.3f}** | {o["stage 1 (image-only)"]:.3f} '
+    # The stage keys name what each stage trained on ("stage 1 (image-only)", "stage 2 (pairs)", ...).
+    k1 = next(k for k in o if k.startswith("stage 1"))
+    k2 = next(k for k in o if k.startswith("stage 2"))
+    s2 = j["shapes_eval"][k2]["categories"]
+    cats = [f'{s2.get(t, {}).get("score", float("nan")):.3f}' for t in tags]
+    data = f'{k1[9:-1]} → {k2[9:-1]}'
+    rows.append(f'| {r.parent.name} | {data} | ' + " | ".join(cats) + f' | **{o[k2]:.3f}** | {o[k1]:.3f} '
                 f'| {o["untrained"]:.3f} | {j["timings"]["total_s"]:.0f} |')
-head = "| experiment | " + " | ".join(tags) + " | stage 2 overall | stage 1 overall | untrained | seconds |"
-sep = "|" + "---|" * (len(tags) + 5)
+head = "| experiment | data | " + " | ".join(tags) + " | stage 2 overall | stage 1 overall | untrained | seconds |"
+sep = "|" + "---|" * (len(tags) + 6)
 (out / "table.md").write_text("\n".join([head, sep] + rows) + "\n")
 print((out / "table.md").read_text())
 PY

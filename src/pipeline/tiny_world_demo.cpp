@@ -107,6 +107,11 @@ std::string newest(const std::string& dir, const std::string& suffix) {
 
 }  // namespace
 
+std::string stage_label(int stage, Config& cfg) {
+  auto data = cfg.get_choice("train.data", stage == 1 ? "image" : "mix", {"image", "pair", "mix"});
+  return fmt::format("stage {} ({})", stage, data == "image" ? "image-only" : data == "pair" ? "pairs" : "mix");
+}
+
 std::vector<std::string> experiment_overrides(const std::string& path, std::string* name) {
   toml::table t;
   try {
@@ -213,29 +218,31 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   }
   t = Clock::now();
   std::string p_run = o.out + "/pretrain", f_run = o.out + "/finetune";
-  spdlog::info("3/6 stage 1: image-only pre-training -> {}", p_run);
   fs::remove_all(p_run);
   auto pcfg = sets_for("pretrain", {"data.images=\"" + co.out + "/image\"", "data.pairs=\"" + co.out + "/captioned\"",
                                     fmt::format("train.seed={}", o.seed)});
+  const auto p_label = stage_label(1, pcfg);
+  spdlog::info("3/6 {}: pre-training -> {}", p_label, p_run);
   auto pr = train_generator(pcfg, p_run, false);
   timings["pretrain_s"] = since(t);
   {
     auto m = IommModel::load(pr.model_dir);
-    scores.push_back(evaluate_model(m, "stage 1 (image-only)", prompts, o, o.out + "/eval/pretrain"));
+    scores.push_back(evaluate_model(m, p_label, prompts, o, o.out + "/eval/pretrain"));
   }
 
   // 4. stage 2
   t = Clock::now();
-  spdlog::info("4/6 stage 2: mixed fine-tuning from stage 1 -> {}", f_run);
   fs::remove_all(f_run);
   auto fcfg = stage_config(o, {"finetune.toml"},
                            {"train.init_from=\"" + p_run + "\"", "data.images=\"" + co.out + "/image\"",
                             "data.pairs=\"" + co.out + "/captioned\"", fmt::format("train.seed={}", o.seed + 1)},
                            {"model", "finetune"});
+  const auto f_label = stage_label(2, fcfg);
+  spdlog::info("4/6 {}: fine-tuning from stage 1 -> {}", f_label, f_run);
   auto fr = train_generator(fcfg, f_run, false);
   timings["finetune_s"] = since(t);
   IommModel final_model = IommModel::load(fr.model_dir);
-  scores.push_back(evaluate_model(final_model, "stage 2 (mix)", prompts, o, o.out + "/eval/finetune"));
+  scores.push_back(evaluate_model(final_model, f_label, prompts, o, o.out + "/eval/finetune"));
 
   // Ground truth: the evaluator's ceiling on the same prompts.
   world::render_prompts(prompts, o.out + "/eval/ground_truth", int(o.per_prompt), o.seed + 1, co.size, false);
@@ -264,11 +271,10 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   timings["total_s"] = total;
   report::HtmlReport rep("iomm demo: IOMM in the tiny world");
   rep.add_paragraph(fmt::format(
-      "Two-stage IOMM recipe on the shapes world: a tiny InternVL trained by captioning is frozen as the MLLM; "
-      "stage 1 pre-trains the generator on {} unlabeled images (self-conditioning with masked image tokens), stage "
-      "2 fine-tunes on a mix of images and {} captioned images; ShapesEval scores {} held-out prompts × {} images. "
-      "Total {:.0f} s.",
-      o.image_only, o.captioned, prompts.size(), o.per_prompt, total));
+      "Two-stage IOMM recipe on the shapes world: a tiny InternVL trained by captioning is frozen as the MLLM; the "
+      "generator trains on {} unlabeled images (self-conditioned, masked image tokens) and {} captioned images: "
+      "{}, then {}. ShapesEval scores {} held-out prompts × {} images. Total {:.0f} s.",
+      o.image_only, o.captioned, p_label, f_label, prompts.size(), o.per_prompt, total));
   rep.add_heading("ShapesEval on held-out prompts");
   std::vector<std::string> header = {"model"};
   for (auto& [tag, c] : gt.result.categories) header.push_back(tag);

@@ -1,0 +1,85 @@
+#include "pipeline/tiny_world_demo.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "core/config.h"
+#include "core/error.h"
+
+namespace iomm {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kExperiments = std::string(IOMM_SOURCE_DIR) + "/experiments";
+
+// Every shipped ablation parses, names a known stage in each override, and carries the name the table shows.
+TEST(ExperimentOverrides, EveryShippedExperimentParses) {
+  int files = 0;
+  for (auto& e : fs::directory_iterator(kExperiments)) {
+    if (e.path().extension() != ".toml") continue;
+    ++files;
+    std::string name;
+    auto ov = experiment_overrides(e.path().string(), &name);
+    EXPECT_EQ(name, e.path().stem().string()) << e.path();
+    EXPECT_FALSE(ov.empty()) << e.path() << " changes nothing";
+    for (auto& o : ov) {
+      auto stage = o.substr(0, o.find(':'));
+      EXPECT_TRUE(stage == "model" || stage == "pretrain" || stage == "finetune") << o;
+    }
+  }
+  EXPECT_EQ(files, 13);  // 6 recipes + 3 adapters + 4 mask ratios
+}
+
+// Overrides are TOML assignments: applied to a config they set the values the file names.
+Config applied(const std::vector<std::string>& overrides, const std::string& stage) {
+  Config cfg;
+  for (auto& o : overrides)
+    if (o.rfind(stage + ":", 0) == 0) cfg.set(o.substr(stage.size() + 1));
+  return cfg;
+}
+
+TEST(ExperimentOverrides, RecipeAndMaskFilesSetWhatTheyName) {
+  auto recipe = experiment_overrides(kExperiments + "/recipe-image-pair.toml");
+  auto pre = applied(recipe, "pretrain"), fine = applied(recipe, "finetune");
+  EXPECT_EQ(pre.get_string("train.data", ""), "image");
+  EXPECT_EQ(fine.get_string("train.data", ""), "pair");
+  auto mask = applied(experiment_overrides(kExperiments + "/mask-0.95.toml"), "model");
+  EXPECT_DOUBLE_EQ(mask.get_double("conditioner.mask_ratio", -1), 0.95);
+  auto raw = applied(experiment_overrides(kExperiments + "/adapter-raw.toml"), "model");
+  EXPECT_EQ(raw.get_string("conditioner.mode", ""), "raw");
+}
+
+TEST(ExperimentOverrides, AnUnknownTableNamesTheFileAndTheFix) {
+  auto path = (fs::temp_directory_path() / "iomm_bad_experiment.toml").string();
+  std::ofstream(path) << "name = \"bad\"\n[stage1]\ntrain.steps = 3\n";
+  try {
+    experiment_overrides(path);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[stage1]"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[pretrain]"), std::string::npos) << msg;
+  }
+  fs::remove(path);
+}
+
+// The label says what the stage trained on, with the trainer's defaults when train.data is not set.
+TEST(StageLabel, FollowsTrainData) {
+  Config defaults;
+  EXPECT_EQ(stage_label(1, defaults), "stage 1 (image-only)");
+  EXPECT_EQ(stage_label(2, defaults), "stage 2 (mix)");
+  auto pairs = Config::parse("[train]\ndata = \"pair\"\n");
+  EXPECT_EQ(stage_label(2, pairs), "stage 2 (pairs)");
+  auto mix = Config::parse("[train]\ndata = \"mix\"\n");
+  EXPECT_EQ(stage_label(1, mix), "stage 1 (mix)");
+  auto bad = Config::parse("[train]\ndata = \"images\"\n");
+  EXPECT_THROW(stage_label(1, bad), Error);
+}
+
+}  // namespace
+}  // namespace iomm
