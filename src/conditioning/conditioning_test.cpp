@@ -72,6 +72,24 @@ TEST(ResidualQueryAdapter, ParameterCountIs29MAtInternVL3Width) {
   EXPECT_EQ(count_parameters(*ResidualQueryAdapter(c)), 256 * 1536);
 }
 
+// Both forms start from N(0, 1/D) queries. The MetaQuery-style form once returned before initialising them and
+// trained from whatever memory torch::empty handed out (NaN gradients on every step of the adapter-metaquery run).
+TEST(ResidualQueryAdapter, QueriesAreInitialisedInBothForms) {
+  for (bool cross : {true, false}) {
+    RQAConfig c;
+    c.num_queries = 64;
+    c.dim = 256;
+    c.num_heads = 4;
+    c.cross_attention = cross;
+    // Dirty the allocator with NaN blocks of the queries' size, so that uninitialised memory would show.
+    for (int i = 0; i < 8; ++i) torch::full({c.num_queries, c.dim}, NAN);
+    ResidualQueryAdapter rqa(c);
+    auto q = rqa->queries.detach();
+    EXPECT_TRUE(torch::isfinite(q).all().item<bool>()) << "cross_attention=" << cross;
+    EXPECT_NEAR(q.std().item<double>(), 1.0 / 16.0, 0.005) << "cross_attention=" << cross;
+  }
+}
+
 TEST(ResidualQueryAdapter, EqualsTorchMultiheadAttentionBlock) {
   torch::manual_seed(1);
   RQAConfig c;

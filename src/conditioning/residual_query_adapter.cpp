@@ -25,7 +25,10 @@ at::Tensor layer_norm(const at::Tensor& x, double eps) {
 ResidualQueryAdapterImpl::ResidualQueryAdapterImpl(const RQAConfig& c) : config(c) {
   if (c.num_queries < 1) fail("RQA: num_queries must be ≥ 1, got {}", c.num_queries);
   queries = register_parameter("queries", torch::empty({c.num_queries, c.dim}));
-  if (!c.cross_attention) return;
+  if (!c.cross_attention) {
+    init_weights();  // the queries are the whole module here; torch::empty left them as whatever memory held
+    return;
+  }
   if (c.dim % c.num_heads != 0) fail("RQA: dim {} is not divisible by num_heads {}", c.dim, c.num_heads);
   auto attn = register_module("attn", AttnParams());
   in_proj_weight = attn->register_parameter("in_proj_weight", torch::empty({3 * c.dim, c.dim}));
