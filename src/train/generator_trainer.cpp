@@ -39,8 +39,9 @@ struct TrainSettings {
   std::string init_from;
   double ema_decay = 0.0;
   int64_t log_every = 10, sample_every = 0, checkpoint_every = 0, keep_last = 2;
-  int64_t stop_at = 0;
-  int64_t threads = 0;  // torch intra-op threads; 0 = one per core  // save a checkpoint and stop after this step (a planned interruption; 0 = run to the end)
+  int64_t stop_at = 0;   // save a checkpoint and stop after this step (a planned interruption; 0 = run to the end)
+  int64_t threads = 0;   // torch intra-op threads; 0 = one per core
+  int64_t max_skipped_in_a_row = 50;  // stop when this many consecutive steps had a non-finite gradient
   bool deterministic = false;
   TimestepSampling timesteps;
   OptimConfig optim;
@@ -69,6 +70,7 @@ TrainSettings read_settings(Config& cfg) {
   s.keep_last = cfg.get_int("train.keep_last", s.keep_last, 1);
   s.stop_at = cfg.get_int("train.stop_at", s.stop_at, 0);
   s.threads = cfg.get_int("train.threads", s.threads, 0, 1024);
+  s.max_skipped_in_a_row = cfg.get_int("train.max_skipped_in_a_row", s.max_skipped_in_a_row, 1);
   s.deterministic = cfg.get_bool("train.deterministic", s.deterministic);
   s.timesteps = TimestepSampling::from_config(cfg, "train.timesteps");
   s.optim = OptimConfig::from_config(cfg, "optim", s.steps);
@@ -265,7 +267,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
 
   ProgressBar bar(s.steps - start, s.stage, "step");
   double window_loss = 0, window_img = 0, window_txt = 0;
-  int64_t window_n = 0, n_img = 0, n_txt = 0, skipped = 0;
+  int64_t window_n = 0, n_img = 0, n_txt = 0, skipped = 0, skipped_in_a_row = 0;
   double last_loss = 0;
   auto tw = std::chrono::steady_clock::now();
   model.generator->train();
@@ -287,7 +289,17 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
       }
     }
     double gn = opt.step(step);
-    if (!std::isfinite(gn)) ++skipped;
+    if (std::isfinite(gn)) {
+      skipped_in_a_row = 0;
+    } else {
+      ++skipped;
+      // A skipped step leaves the weights as they were, so a run that only skips burns its budget on nothing.
+      if (++skipped_in_a_row >= s.max_skipped_in_a_row)
+        fail("{}: {} steps in a row (to step {}) had a non-finite gradient norm and were skipped, so the model is "
+             "not learning; nothing after the last checkpoint in {} was kept. Lower optim.lr, check the data and "
+             "the model config, or raise train.max_skipped_in_a_row",
+             s.stage, skipped_in_a_row, step + 1, run.file("checkpoints"));
+    }
     if (ema) ema->update(params, ema->warmup_decay(step));
     window_loss += step_loss;
     ++window_n;

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/config.h"
+#include "core/error.h"
 #include "core/metrics.h"
 #include "core/tensor_io.h"
 #include "testing/tiny_fixtures.h"
@@ -113,4 +114,22 @@ TEST(GeneratorTrainer, EveryConditionerModeTrainsWithFiniteGradients) {
       EXPECT_EQ(r["skipped_steps"].get<int64_t>(), 0) << mode;
     }
   }
+}
+
+// A run whose gradients stay non-finite stops with an error that says so, instead of skipping every step to the end.
+TEST(GeneratorTrainer, StopsWhenGradientsStayNonFinite) {
+  auto run = fixtures::temp_dir("diverged");
+  auto cfg = trainer_config(40);
+  cfg.set("optim.lr=10");  // AdamW steps of ~10 per weight blow the activations up: the gradients turn NaN
+  cfg.set("optim.warmup_steps=0");
+  cfg.set("train.max_skipped_in_a_row=3");
+  try {
+    train_generator(cfg, run, false);
+    FAIL() << "expected the run to stop";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("3 steps in a row"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("optim.lr"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(std::filesystem::exists(run + "/model"));
 }
