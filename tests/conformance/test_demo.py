@@ -1,21 +1,28 @@
-"""The tiny world end to end, shortened for CI (`iomm demo` with fewer steps and the small prompt set): the whole
-IOMM pipeline runs (understanding model, image-only pre-training, mixed fine-tuning from stage 1, ShapesEval of
-the untrained, stage-1 and stage-2 generators, report, results), stage 1's loss falls, and training makes the
-generator draw objects the detector finds where the untrained one draws none.
+"""The tiny world end to end, shortened for CI (`iomm demo` with fewer steps): the whole IOMM pipeline runs
+(understanding model, image-only pre-training, mixed fine-tuning from stage 1, ShapesEval of the untrained,
+stage-1 and stage-2 generators, report, results), stage 1's loss falls, and ShapesEval after training beats the
+untrained generator by a stated margin.
 
-What is asserted against the untrained generator, and why not the ShapesEval score itself: at this length (250 +
-250 steps, 2026-11-22) the stage-2 generator scores 0.021 overall (2 of 96 images), the untrained one 0.000, so a
-score margin would rest on two images. The robust signal at this length is that trained images contain objects
-(stage 2: 47% of images with a detection, untrained 0%), and ShapesEval's readability check (docs/shapes-eval.md
-step 6) keeps noise from counting as objects. docs/tiny-world.md has the numbers."""
+The margin and why it is what it is (2026-11-22): this shortened pipeline (pools 2000 + 1000, understanding 600
+steps, 600 + 600 generator steps at the demo's batch 32, the 176 held-out prompts) scored stage 2 0.082 (11 of
+352 images correct) with the test's 2 images per prompt, and 0.114 (seed 0) and 0.064 (seed 1) with one image
+per prompt; the untrained generator 0.000 (it draws no objects). ShapesEval's overall is the mean of six
+categories of very different sizes (single_object has 4 prompts, color_attr 80), so a few correct images move
+it; MIN_MARGIN is a third of the lowest measured score. The test also asks that trained images contain objects
+the detector finds (measured 41-46% of stage-2 images; untrained 0%), which ShapesEval's readability check
+(docs/shapes-eval.md step 6) keeps from counting noise. It runs in about 5 minutes on 2 cores. docs/tiny-world.md has the numbers."""
 import json
 
 from conftest import ROOT
 
 
-# Fraction of stage-2 images with at least one detected object, at least (measured 0.47; untrained 0.00).
+# Stage-2 ShapesEval overall minus the untrained generator's, at least (measured 0.082 at 2 images per prompt).
+MIN_MARGIN = 0.02
+# Fraction of stage-2 images with at least one detected object, at least (measured 0.46; untrained 0.00).
 MIN_DETECTED = 0.25
-STEPS = 250
+STEPS = 600
+PROMPTS = 176
+PER_PROMPT = 2
 
 
 def mean(xs):
@@ -24,20 +31,18 @@ def mean(xs):
 
 def test_shortened_demo(iomm, tmp_path):
     out = tmp_path / "demo"
-    iomm("demo", "--out", out, "--prompts", "eval-small", "--per-prompt", "4", "--image-only", "2000",
+    iomm("demo", "--out", out, "--prompts", "eval", "--per-prompt", str(PER_PROMPT), "--image-only", "2000",
          "--captioned", "1000",
-         "--set", "understanding:train.steps=200", "--set", "understanding:train.eval_samples=32",
+         "--set", "understanding:train.steps=600", "--set", "understanding:train.eval_samples=32",
          "--set", f"pretrain:train.steps={STEPS}", "--set", f"pretrain:train.sample_every={STEPS // 2}",
          "--set", f"finetune:train.steps={STEPS}", "--set", f"finetune:train.sample_every={STEPS // 2}",
-         # batch 64 as measured below (the demo's default is 32 with twice the steps)
-         "--set", "pretrain:train.batch_size=64", "--set", "finetune:train.batch_size=64",
          cwd=ROOT, timeout=2400)
     res = json.loads((out / "results.json").read_text())
     overall = res["overall"]
     assert overall["ground truth"] > 0.95
     for name in ("untrained", "stage 1 (image-only)", "stage 2 (mix)"):
         assert 0.0 <= overall[name] <= 1.0, overall
-        assert len(res["shapes_eval"][name]["images"]) == 96, name
+        assert len(res["shapes_eval"][name]["images"]) == PROMPTS * PER_PROMPT, name
 
     def detected(name):
         images = res["shapes_eval"][name]["images"]
@@ -45,6 +50,8 @@ def test_shortened_demo(iomm, tmp_path):
 
     assert detected("untrained") == 0.0, "the untrained generator should draw no objects"
     assert detected("stage 2 (mix)") >= MIN_DETECTED, detected("stage 2 (mix)")
+    margin = overall["stage 2 (mix)"] - overall["untrained"]
+    assert margin >= MIN_MARGIN, overall
 
     for stage in ("pretrain", "finetune"):
         losses = [r["loss"] for r in map(json.loads, (out / stage / "metrics.jsonl").read_text().splitlines())]
