@@ -1,6 +1,5 @@
 #include "pipeline/tiny_world_demo.h"
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
