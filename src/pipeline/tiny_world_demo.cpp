@@ -108,7 +108,7 @@ std::string newest(const std::string& dir, const std::string& suffix) {
 }  // namespace
 
 std::string stage_label(int stage, Config& cfg) {
-  auto data = cfg.get_choice("train.data", stage == 1 ? "image" : "mix", {"image", "pair", "mix"});
+  const auto data = train_data(cfg);  // the trainer's own resolution, so the label cannot disagree with the run
   return fmt::format("stage {} ({})", stage, data == "image" ? "image-only" : data == "pair" ? "pairs" : "mix");
 }
 

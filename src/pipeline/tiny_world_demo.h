@@ -35,7 +35,7 @@ struct DemoOptions {
 // The STAGE:key=value overrides of an experiment file (experiments/*.toml), and its name.
 std::vector<std::string> experiment_overrides(const std::string& path, std::string* name = nullptr);
 
-// "stage N (what it trained on)" from the stage's train.data (the trainer's defaults: stage 1 image, stage 2 mix):
+// "stage N (what it trained on)" from the stage's data as the trainer resolves it (train_data):
 // "stage 1 (image-only)", "stage 2 (pairs)", ... An experiment may train a stage on pairs or a mix, and the
 // report, results.json and the ablation table must say what the stage saw.
 std::string stage_label(int stage, Config& cfg);

@@ -67,11 +67,12 @@ TEST(ExperimentOverrides, AnUnknownTableNamesTheFileAndTheFix) {
   fs::remove(path);
 }
 
-// The label says what the stage trained on, with the trainer's defaults when train.data is not set.
+// The label says what the stage trained on, with the trainer's defaults (by train.stage) when train.data is unset.
 TEST(StageLabel, FollowsTrainData) {
-  Config defaults;
-  EXPECT_EQ(stage_label(1, defaults), "stage 1 (image-only)");
-  EXPECT_EQ(stage_label(2, defaults), "stage 2 (mix)");
+  auto pretrain = Config::parse("[train]\nstage = \"pretrain\"\n");
+  EXPECT_EQ(stage_label(1, pretrain), "stage 1 (image-only)");
+  auto finetune = Config::parse("[train]\nstage = \"finetune\"\n");
+  EXPECT_EQ(stage_label(2, finetune), "stage 2 (mix)");
   auto pairs = Config::parse("[train]\ndata = \"pair\"\n");
   EXPECT_EQ(stage_label(2, pairs), "stage 2 (pairs)");
   auto mix = Config::parse("[train]\ndata = \"mix\"\n");

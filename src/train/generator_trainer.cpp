@@ -50,10 +50,19 @@ struct TrainSettings {
   int64_t sample_count = 8;
 };
 
+}  // namespace
+
+std::string train_data(Config& cfg) {
+  auto stage = cfg.get_choice("train.stage", "pretrain", {"pretrain", "finetune"});
+  return cfg.get_choice("train.data", stage == "pretrain" ? "image" : "mix", {"image", "pair", "mix"});
+}
+
+namespace {
+
 TrainSettings read_settings(Config& cfg) {
   TrainSettings s;
   s.stage = cfg.get_choice("train.stage", "pretrain", {"pretrain", "finetune"});
-  s.data = cfg.get_choice("train.data", s.stage == "pretrain" ? "image" : "mix", {"image", "pair", "mix"});
+  s.data = train_data(cfg);
   s.mix_ratio = cfg.get_double("train.mix_ratio", s.mix_ratio, 0.0, 1.0);
   s.image_data = cfg.get_string("data.images", "");
   s.pair_data = cfg.get_string("data.pairs", "");

@@ -23,6 +23,9 @@ struct GeneratorTrainResult {
   std::string model_dir;
 };
 
+// The data a stage trains on: train.data, by default what train.stage implies (pretrain: image, finetune: mix).
+std::string train_data(Config& cfg);
+
 // `cfg` holds [model], [generator], [conditioner], [train], [optim], [data], [sample]; with train.init_from
 // (a model directory, or a run directory holding model/) the model keys default to that model's.
 GeneratorTrainResult train_generator(Config& cfg, const std::string& run_dir, bool resume);
