@@ -276,7 +276,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
 
   ProgressBar bar(s.steps - start, s.stage, "step");
   double window_loss = 0, window_img = 0, window_txt = 0;
-  int64_t window_n = 0, n_img = 0, n_txt = 0, skipped = 0, skipped_in_a_row = 0;
+  int64_t window_n = 0, n_img = 0, n_txt = 0;
   double last_loss = 0;
   auto tw = std::chrono::steady_clock::now();
   model.generator->train();
@@ -298,17 +298,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
       }
     }
     double gn = opt.step(step);
-    if (std::isfinite(gn)) {
-      skipped_in_a_row = 0;
-    } else {
-      ++skipped;
-      // A skipped step leaves the weights as they were, so a run that only skips burns its budget on nothing.
-      if (++skipped_in_a_row >= s.max_skipped_in_a_row)
-        fail("{}: {} steps in a row (to step {}) had a non-finite gradient norm and were skipped, so the model is "
-             "not learning; nothing after the last checkpoint in {} was kept. Lower optim.lr, check the data and "
-             "the model config, or raise train.max_skipped_in_a_row",
-             s.stage, skipped_in_a_row, step + 1, run.file("checkpoints"));
-    }
+    opt.fail_if_stuck(s.max_skipped_in_a_row, s.stage, step + 1, run.file("checkpoints"));
     if (ema) ema->update(params, ema->warmup_decay(step));
     window_loss += step_loss;
     ++window_n;
@@ -322,7 +312,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
                             {"grad_norm", gn},
                             {"lr", lr_at(s.optim, step)},
                             {"samples_per_s", double(window_n * s.batch_size * s.grad_accum) / dt},
-                            {"skipped_steps", skipped}};
+                            {"skipped_steps", opt.skipped()}};
       if (n_img) rec["loss_image"] = window_img / double(n_img);
       if (n_txt) rec["loss_text"] = window_txt / double(n_txt);
       metrics.write(rec);
@@ -346,7 +336,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   }
   bar.finish();
   checkpoint(s.steps);
-  if (skipped) spdlog::warn("{} steps had a non-finite gradient norm and were skipped", skipped);
+  if (opt.skipped()) spdlog::warn("{} steps had a non-finite gradient norm and were skipped", opt.skipped());
   if (model.conditioner->truncated)
     spdlog::warn("{} captions were longer than conditioner.max_text_tokens and were truncated",
                  model.conditioner->truncated);

@@ -77,9 +77,12 @@ void AdamW::zero_grad() {
 double AdamW::step(int64_t step) {
   double norm = clip_grad_norm(params_, cfg_.grad_clip);
   if (!std::isfinite(norm)) {
+    ++skipped_;
+    ++skipped_in_a_row_;
     zero_grad();
     return norm;
   }
+  skipped_in_a_row_ = 0;
   double lr = lr_at(cfg_, step);
   std::map<std::pair<int, int>, std::vector<size_t>> groups;  // (device index, dtype) -> params
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -103,6 +106,14 @@ double AdamW::step(int64_t step) {
   }
   zero_grad();
   return norm;
+}
+
+void AdamW::fail_if_stuck(int64_t limit, const std::string& what, int64_t step, const std::string& kept) const {
+  if (skipped_in_a_row_ < limit) return;
+  fail("{}: {} steps in a row (to step {}) had a non-finite gradient norm and were skipped, so the model is not "
+       "learning; nothing after the last saved state in {} was kept. Lower optim.lr, check the data and the model "
+       "config, or raise train.max_skipped_in_a_row",
+       what, skipped_in_a_row_, step, kept);
 }
 
 std::map<std::string, at::Tensor> AdamW::state() const {

@@ -49,10 +49,15 @@ class AdamW {
   AdamW(NamedTensors params, OptimConfig cfg);
   ~AdamW();
   // Clips, sets the LR of `step`, steps and zeroes the grads. Returns the grad norm before clipping.
-  // A non-finite norm skips the update (the grads are zeroed) so one bad batch cannot destroy the weights;
-  // the caller counts those.
+  // A non-finite norm skips the update (the grads are zeroed) so one bad batch cannot destroy the weights.
   double step(int64_t step);
   void zero_grad();
+  // Skipped steps of this process: in all, and in a row up to the last step (0 after an applied one).
+  int64_t skipped() const { return skipped_; }
+  int64_t skipped_in_a_row() const { return skipped_in_a_row_; }
+  // Fails once `limit` steps in a row were skipped: the weights have not changed since, so the run is spending its
+  // budget on nothing. `what` names the run (stage), `kept` where its last saved state is.
+  void fail_if_stuck(int64_t limit, const std::string& what, int64_t step, const std::string& kept) const;
   const OptimConfig& config() const { return cfg_; }
   // "NAME.exp_avg", "NAME.exp_avg_sq", "NAME.step" for every parameter that has state.
   std::map<std::string, at::Tensor> state() const;
@@ -64,6 +69,7 @@ class AdamW {
   std::unique_ptr<Impl> impl_;
   NamedTensors params_;
   OptimConfig cfg_;
+  int64_t skipped_ = 0, skipped_in_a_row_ = 0;
 };
 
 // Exponential moving average of named parameters: ema ← decay·ema + (1 − decay)·param, in fp32.

@@ -128,3 +128,32 @@ TEST(Optimizer, FromConfigValidatesBetas) {
   auto bad = Config::parse("[optim]\nbetas = [0.9]\n");
   EXPECT_THROW(OptimConfig::from_config(bad, "optim", 1), Error);
 }
+
+// Non-finite steps leave the weights alone and are counted; the run-in-a-row count resets on an applied step and
+// fail_if_stuck stops at the limit with the fix in the message.
+TEST(Optimizer, CountsSkippedStepsAndStopsWhenStuck) {
+  auto w = torch::ones({3}).requires_grad_(true);
+  OptimConfig cfg;
+  cfg.lr = 0.1;
+  AdamW opt({{"w", w}}, cfg);
+  auto step_with = [&](double g, int64_t s) {
+    w.mutable_grad() = torch::full({3}, g);
+    return opt.step(s);
+  };
+  EXPECT_FALSE(std::isfinite(step_with(NAN, 0)));
+  EXPECT_FALSE(std::isfinite(step_with(INFINITY, 1)));
+  EXPECT_TRUE(torch::equal(w.detach(), torch::ones({3})));
+  EXPECT_EQ(opt.skipped(), 2);
+  EXPECT_EQ(opt.skipped_in_a_row(), 2);
+  EXPECT_NO_THROW(opt.fail_if_stuck(3, "test", 2, "somewhere"));
+  EXPECT_THROW(opt.fail_if_stuck(2, "test", 2, "somewhere"), Error);
+  try {
+    opt.fail_if_stuck(2, "test", 2, "somewhere");
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("optim.lr"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::isfinite(step_with(1.0, 2)));
+  EXPECT_EQ(opt.skipped(), 2);
+  EXPECT_EQ(opt.skipped_in_a_row(), 0);
+  EXPECT_FALSE(torch::equal(w.detach(), torch::ones({3})));
+}

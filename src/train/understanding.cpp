@@ -87,6 +87,7 @@ UnderstandingConfig UnderstandingConfig::from_config(Config& cfg) {
   c.stop_at = cfg.get_int("train.stop_at", 0, 0);
   c.init_std = cfg.get_double("train.init_std", c.init_std, 0.0, 1.0);
   c.threads = cfg.get_int("train.threads", c.threads, 0, 1024);
+  c.max_skipped_in_a_row = cfg.get_int("train.max_skipped_in_a_row", c.max_skipped_in_a_row, 1);
   c.eval_samples = cfg.get_int("train.eval_samples", c.eval_samples, 1);
   c.eval_max_new_tokens = cfg.get_int("train.eval_max_new_tokens", c.eval_max_new_tokens, 1);
   c.eval_examples = cfg.get_int("train.eval_examples", c.eval_examples, 0);
@@ -347,7 +348,7 @@ UnderstandingResult train_understanding(Config& cfg, const std::string& run_dir,
     ProgressBar bar(c.steps, "understanding", "step");
     bar.update(start);
     double loss_sum = 0;
-    int64_t loss_n = 0, skipped = 0;
+    int64_t loss_n = 0;
     auto t_window = Clock::now();
     // Rendering a batch costs about a fifth of a step: the next batch is made on another thread meanwhile.
     // Batches depend on their step index only, so this changes no result.
@@ -365,7 +366,7 @@ UnderstandingResult train_understanding(Config& cfg, const std::string& run_dir,
       auto loss = caption_loss(*model, data.batch, data.pixels);
       loss.backward();
       const double grad_norm = opt.step(step);
-      if (!std::isfinite(grad_norm)) ++skipped;
+      opt.fail_if_stuck(c.max_skipped_in_a_row, "understanding", step + 1, run.file(kStateFile));
       const double l = loss.item<double>();
       loss_sum += l;
       ++loss_n;
@@ -374,7 +375,7 @@ UnderstandingResult train_understanding(Config& cfg, const std::string& run_dir,
         const double dt = seconds_since(t_window);
         metrics.write({{"step", step + 1}, {"loss", loss_sum / loss_n}, {"lr", lr_at(c.optim, step)},
                        {"grad_norm", grad_norm}, {"steps_per_s", loss_n / std::max(dt, 1e-9)},
-                       {"skipped_steps", skipped}});
+                       {"skipped_steps", opt.skipped()}});
         loss_sum = 0;
         loss_n = 0;
         t_window = Clock::now();

@@ -41,6 +41,7 @@ struct UnderstandingConfig {
   int64_t stop_at = 0;          // train.stop_at: save the state and stop after this step (0 = run to the end)
   double init_std = 0.0;        // train.init_std: > 0 runs init_understanding_weights; 0 = libtorch's defaults
   int64_t threads = 1;          // train.threads: at::set_num_threads when > 0
+  int64_t max_skipped_in_a_row = 50;  // train.max_skipped_in_a_row: stop after this many non-finite steps in a row
   uint64_t data_seed = 0;       // data.seed: the world's corpus seed
   uint64_t stream_offset = 1000003;  // data.stream_offset: training captions come from data.seed + this
   int image_size = 32;          // data.size: rendered side in px (resized to the tile size by preprocessing)
