@@ -37,7 +37,7 @@ for r in sorted(out.glob("*/results.json")):
     k2 = next(k for k in o if k.startswith("stage 2"))
     s2 = j["shapes_eval"][k2]["categories"]
     cats = [f'{s2.get(t, {}).get("score", float("nan")):.3f}' for t in tags]
-    data = f'{k1[9:-1]} → {k2[9:-1]}'
+    data = " → ".join(k.split("(", 1)[1].rstrip(")") for k in (k1, k2))  # "stage 1 (image-only)" -> "image-only"
     rows.append(f'| {r.parent.name} | {data} | ' + " | ".join(cats) + f' | **{o[k2]:.3f}** | {o[k1]:.3f} '
                 f'| {o["untrained"]:.3f} | {j["timings"]["total_s"]:.0f} |')
 head = "| experiment | data | " + " | ".join(tags) + " | stage 2 overall | stage 1 overall | untrained | seconds |"
