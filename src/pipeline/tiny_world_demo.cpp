@@ -112,6 +112,23 @@ std::string stage_label(int stage, Config& cfg) {
   return fmt::format("stage {} ({})", stage, data == "image" ? "image-only" : data == "pair" ? "pairs" : "mix");
 }
 
+namespace {
+
+// A TOML value as assignment text. Floats in their shortest round-trip form ("0.45", not toml++'s
+// "0.45000000000000001", which the overrides would carry into every log line), still spelled as floats.
+std::string toml_value_text(const toml::node& v) {
+  if (auto d = v.value_exact<double>()) {
+    std::string s = fmt::format("{}", *d);
+    if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // "1" would read back as an integer
+    return s;
+  }
+  std::ostringstream os;
+  v.visit([&](auto& n) { os << n; });
+  return os.str();
+}
+
+}  // namespace
+
 std::vector<std::string> experiment_overrides(const std::string& path, std::string* name) {
   toml::table t;
   try {
@@ -134,9 +151,7 @@ std::vector<std::string> experiment_overrides(const std::string& path, std::stri
         if (vv.is_table()) {
           walk(*vv.as_table(), full);
         } else {
-          std::ostringstream os;
-          vv.visit([&](auto& n) { os << n; });
-          out.push_back(key + ":" + full + "=" + os.str());
+          out.push_back(key + ":" + full + "=" + toml_value_text(vv));
         }
       }
     };

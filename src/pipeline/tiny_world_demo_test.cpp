@@ -52,6 +52,21 @@ TEST(ExperimentOverrides, RecipeAndMaskFilesSetWhatTheyName) {
   EXPECT_EQ(raw.get_string("conditioner.mode", ""), "raw");
 }
 
+// Floats read back as the same floats and print short: the override lands in the run's log line.
+TEST(ExperimentOverrides, FloatsAreShortAndStayFloats) {
+  auto path = (fs::temp_directory_path() / "iomm_float_experiment.toml").string();
+  std::ofstream(path) << "[model]\nconditioner.mask_ratio = 0.45\n[pretrain]\noptim.lr = 1.0\ntrain.steps = 3\n";
+  auto ov = experiment_overrides(path);
+  fs::remove(path);
+  ASSERT_EQ(ov.size(), 3u);
+  EXPECT_EQ(ov[0], "model:conditioner.mask_ratio=0.45");
+  EXPECT_EQ(ov[1], "pretrain:optim.lr=1.0");
+  EXPECT_EQ(ov[2], "pretrain:train.steps=3");
+  auto pre = applied(ov, "pretrain");
+  EXPECT_DOUBLE_EQ(pre.get_double("optim.lr", -1), 1.0);
+  EXPECT_EQ(pre.get_int("train.steps", -1), 3);
+}
+
 TEST(ExperimentOverrides, AnUnknownTableNamesTheFileAndTheFix) {
   auto path = (fs::temp_directory_path() / "iomm_bad_experiment.toml").string();
   std::ofstream(path) << "name = \"bad\"\n[stage1]\ntrain.steps = 3\n";
