@@ -141,8 +141,8 @@ TEST(GeneratorTrainer, StopsWhenGradientsStayNonFinite) {
 
 // llm.c's sanity check (overfit a batch), end to end: trained on four images with each unmasked image as its
 // own condition, the generator redraws each image from its self-condition, and closer to it than to any of the
-// others. Fails if the condition does not reach the generator, or if training and sampling disagree on the
-// tokens (packing, positions, timesteps, the x-prediction's velocity) — the generator would then draw blurs.
+// others. Checked to fail when the condition is cut from the generator (the redraws match no input) and when
+// the sampler does not invert what training taught (Euler steps of half length leave noise in every image).
 TEST(GeneratorTrainer, MemorisesAFewImagesAndRedrawsEachFromItsSelfCondition) {
   auto corpus = fixtures::temp_dir("four-images");
   world::CorpusOptions co;
