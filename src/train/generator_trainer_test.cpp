@@ -151,24 +151,14 @@ TEST(GeneratorTrainer, MemorisesAFewImagesAndRedrawsEachFromItsSelfCondition) {
   co.captioned = 0;
   co.progress = false;
   world::make_corpus(co);
-  auto cfg = Config::parse(fixtures::tiny_model_toml() + fmt::format(R"(
-[train]
-stage = "pretrain"
-data = "image"
-steps = {}
-batch_size = 4
-log_every = 50
-ema_decay = 0
-cfg_drop = 0
-[optim]
-lr = 3e-3
-warmup_steps = 10
-[data]
-images = "{}/image"
-)",
-                                                                     kMemoriseSteps, corpus));
-  cfg.set("conditioner.mask_ratio=0");
-  cfg.set("model.prediction=\"data\"");  // the tiny world's setting
+  auto cfg = trainer_config(kMemoriseSteps);
+  // trainer_config's tiny model and optimiser (constant LR) on the four images alone, each unmasked as its own
+  // condition, with the tiny world's x-prediction.
+  for (const char* kv : {"train.data=\"image\"", "train.batch_size=4", "train.log_every=50", "train.ema_decay=0",
+                         "train.cfg_drop=0", "optim.warmup_steps=10", "optim.schedule=\"constant\"",
+                         "conditioner.mask_ratio=0", "model.prediction=\"data\""})
+    cfg.set(kv);
+  cfg.set("data.images=\"" + corpus + "/image\"");
   auto run = fixtures::temp_dir("memorise");
   train_generator(cfg, run, false);
 
