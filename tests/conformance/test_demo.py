@@ -10,7 +10,8 @@ per prompt; the untrained generator 0.000 (it draws no objects). ShapesEval's ov
 categories of very different sizes (single_object has 4 prompts, color_attr 80), so a few correct images move
 it; MIN_MARGIN is a third of the lowest measured score. The test also asks that trained images contain objects
 the detector finds (measured 41-46% of stage-2 images; untrained 0%), which ShapesEval's readability check
-(docs/shapes-eval.md step 6) keeps from counting noise. It runs in about 5 minutes on 2 cores. docs/tiny-world.md has the numbers."""
+(docs/shapes-eval.md step 6) keeps from counting noise. It runs in about 5 minutes on 2 cores.
+docs/tiny-world.md has the numbers."""
 import json
 
 from conftest import ROOT
