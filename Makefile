@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 PYTHON ?= python3
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup configure build test test-unit test-conformance demo clean
+.PHONY: setup configure build test test-setup test-unit test-conformance demo clean
 
 setup:
 	bash scripts/setup.sh
@@ -20,10 +20,14 @@ build: setup configure
 test-unit:
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+test-setup:
+	IOMM_BIN=$(abspath $(BUILD))/iomm $(PYTHON) -m pytest -q tests/setup
+
 test-conformance:
 	IOMM_BIN=$(abspath $(BUILD))/iomm $(PYTHON) -m pytest -q tests/conformance
 
 test: build
+	$(MAKE) test-setup
 	$(MAKE) test-unit
 	$(MAKE) test-conformance
 
