@@ -9,8 +9,8 @@
 #include "core/error.h"
 #include "data/image.h"
 #include "data/image_tensor.h"
-#include "pipeline/generate_geneval.h"
-#include "pipeline/iomm_model.h"
+#include "apps/generate_geneval.h"
+#include "model/iomm_model.h"
 #include "world/prompts.h"
 
 namespace {

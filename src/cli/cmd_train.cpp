@@ -1,5 +1,5 @@
 // `iomm train --config FILE... [--set key=value]... --out RUN [--resume]`: runs the training stage named by
-// `train.stage` — `understanding` (the tiny world's captioning MLLM, train/understanding.h), `pretrain` or
+// `train.stage` — `understanding` (the tiny world's captioning MLLM, apps/understanding.h), `pretrain` or
 // `finetune` (the IOMM generator).
 #include <memory>
 
@@ -9,7 +9,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "train/generator_trainer.h"
-#include "train/understanding.h"
+#include "apps/understanding.h"
 
 namespace {
 

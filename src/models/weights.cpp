@@ -76,4 +76,11 @@ int64_t count_parameters(const torch::nn::Module& module) {
   return n;
 }
 
+NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix) {
+  NamedTensors out;
+  for (auto& item : module.named_parameters(/*recurse=*/true))
+    if (item.value().requires_grad()) out.emplace_back(prefix + item.key(), item.value());
+  return out;
+}
+
 }  // namespace iomm

@@ -3,6 +3,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -14,6 +15,7 @@ class Module;
 namespace iomm {
 
 using TensorMap = std::map<std::string, at::Tensor>;
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;  // ordered: optimizer state follows it
 
 struct LoadReport {
   std::vector<std::string> missing;     // module parameter with no tensor
@@ -32,6 +34,9 @@ void freeze(torch::nn::Module& module);
 
 // Every parameter and buffer of `module` by name (cloned to CPU), for export.
 TensorMap module_state(const torch::nn::Module& module);
+
+// Named parameters of `module` that require grad, each name prefixed with `prefix` (e.g. "rqa.").
+NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix = "");
 
 // Number of parameter elements.
 int64_t count_parameters(const torch::nn::Module& module);

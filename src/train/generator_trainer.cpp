@@ -16,7 +16,7 @@
 #include "data/image.h"
 #include "data/image_pool.h"
 #include "models/weights.h"
-#include "pipeline/iomm_model.h"
+#include "model/iomm_model.h"
 #include "report/image_grid.h"  // iomm::report
 #include "train/checkpoint.h"
 #include "train/determinism.h"

@@ -10,7 +10,7 @@
 #include "core/metrics.h"
 #include "core/tensor_io.h"
 #include "data/image_pool.h"
-#include "pipeline/iomm_model.h"
+#include "model/iomm_model.h"
 #include "testing/tiny_fixtures.h"
 #include "testing/tiny_model_config.h"
 #include "world/corpus.h"

@@ -1,4 +1,4 @@
-#include "train/understanding.h"
+#include "apps/understanding.h"
 
 #include <algorithm>
 #include <filesystem>

@@ -1,4 +1,4 @@
-#include "pipeline/iomm_model.h"
+#include "model/iomm_model.h"
 
 #include <filesystem>
 

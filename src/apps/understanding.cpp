@@ -1,4 +1,4 @@
-#include "train/understanding.h"
+#include "apps/understanding.h"
 
 #include <algorithm>
 #include <chrono>
@@ -20,7 +20,7 @@
 #include "models/internvl_preprocess.h"
 #include "models/weights.h"
 #include "text/tokenizer.h"
-#include "train/caption_metrics.h"
+#include "apps/caption_metrics.h"
 #include "world/captions.h"
 #include "world/corpus.h"
 

@@ -20,7 +20,7 @@
 #include "diffusion/flow_matching.h"
 #include "models/autoencoder.h"
 #include "models/mmdit.h"
-#include "train/optimizer.h"
+#include "models/weights.h"
 
 namespace iomm {
 

@@ -1,4 +1,4 @@
-#include "pipeline/tiny_world_demo.h"
+#include "apps/tiny_world_demo.h"
 
 #include <algorithm>
 #include <array>
@@ -19,13 +19,13 @@
 #include "core/fs.h"
 #include "data/image.h"
 #include "data/image_pool.h"
-#include "pipeline/generate_geneval.h"
-#include "pipeline/iomm_model.h"
+#include "apps/generate_geneval.h"
+#include "model/iomm_model.h"
 #include "report/html_report.h"
 #include "report/image_grid.h"
 #include "report/run_report.h"
 #include "train/generator_trainer.h"
-#include "train/understanding.h"
+#include "apps/understanding.h"
 #include "world/corpus.h"
 #include "world/prompts.h"
 #include "world/shapes_eval.h"

@@ -86,7 +86,7 @@ at::Tensor caption_loss(InternVLImpl& model, const CaptionBatch& batch, const at
 std::vector<std::string> generate_captions(InternVLImpl& model, const Tokenizer& tok, const at::Tensor& pixel_values,
                                            int64_t max_new_tokens);
 
-// Teacher-forced token accuracy, exact match and content-word scores (train/caption_metrics.h), overall and per
+// Teacher-forced token accuracy, exact match and content-word scores (apps/caption_metrics.h), overall and per
 // tag, plus `examples` reference/generated pairs; batches of `batch_size`.
 nlohmann::json evaluate_captions(InternVLImpl& model, const Tokenizer& tok, const WorldCaptions& data,
                                  int64_t max_new_tokens, int64_t examples, int64_t batch_size = 128);

@@ -1,4 +1,4 @@
-#include "pipeline/tiny_world_demo.h"
+#include "apps/tiny_world_demo.h"
 
 #include <filesystem>
 #include <fstream>
