@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "models/hf_config.h"
 
 namespace iomm {
 
@@ -81,6 +82,15 @@ NamedTensors trainable_parameters(const torch::nn::Module& module, const std::st
   for (auto& item : module.named_parameters(/*recurse=*/true))
     if (item.value().requires_grad()) out.emplace_back(prefix + item.key(), item.value());
   return out;
+}
+
+void load_frozen(torch::nn::Module& module, const TensorMap& tensors, const std::string& source,
+                 const std::string& device, const std::string& dtype, bool trainable,
+                 const std::vector<std::string>& allow_missing) {
+  module.to(torch::Device(device), dtype_from_name(dtype));
+  load_weights(module, tensors, source, allow_missing);
+  if (!trainable) freeze(module);
+  module.eval();
 }
 
 }  // namespace iomm

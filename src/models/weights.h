@@ -32,6 +32,12 @@ LoadReport load_weights(torch::nn::Module& module, const TensorMap& tensors, con
 // Freezes a module: no parameter requires grad, so no weight gradient memory is ever allocated.
 void freeze(torch::nn::Module& module);
 
+// The one way a model is brought up from checkpoint tensors: cast to `device`/`dtype` first (a bf16 model is never
+// held in fp32), copy `tensors` in (load_weights), freeze unless `trainable`, eval mode.
+void load_frozen(torch::nn::Module& module, const TensorMap& tensors, const std::string& source,
+                 const std::string& device, const std::string& dtype, bool trainable = false,
+                 const std::vector<std::string>& allow_missing = {});
+
 // Every parameter and buffer of `module` by name (cloned to CPU), for export.
 TensorMap module_state(const torch::nn::Module& module);
 

@@ -23,6 +23,8 @@ struct GeneratorTrainResult {
   std::string model_dir;
 };
 
+// train.stage, which must be set: pretrain or finetune (fails listing them).
+std::string generator_stage(Config& cfg);
 // The data a stage trains on: train.data, by default what train.stage implies (pretrain: image, finetune: mix).
 std::string train_data(Config& cfg);
 

@@ -163,7 +163,7 @@ TEST(GeneratorTrainer, MemorisesAFewImagesAndRedrawsEachFromItsSelfCondition) {
   train_generator(cfg, run, false);
 
   auto model = IommModel::load(run + "/model");
-  auto pool = data::load_image_pool(corpus + "/image", int(model.config.resolution), false, 0, false);
+  auto pool = data::load_image_pool(corpus + "/image", int(model.config().resolution), false, 0, false);
   ASSERT_EQ(pool.size(), 4);
   auto images = pool.batch({0, 1, 2, 3});
   std::vector<ConditionInput> conds;
