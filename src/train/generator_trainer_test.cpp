@@ -1,5 +1,6 @@
 #include "train/generator_trainer.h"
 
+#include <cstdlib>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -7,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/metrics.h"
 #include "core/tensor_io.h"
 #include "data/image_pool.h"
@@ -72,6 +74,23 @@ TEST(GeneratorTrainer, ResumeAfterAnInterruptionEqualsAnUninterruptedRun) {
   for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
   // The metrics of both halves are in the resumed run's file.
   EXPECT_EQ(read_jsonl(resumed + "/metrics.jsonl").size(), 6u);
+}
+
+// torchtitan's loss-curve check: 12 steps of the tiny config (mixed data, CFG dropout, MIM, EMA, cosine LR, one
+// thread, fp32) must reproduce the checked-in per-step losses bit for bit, so any change to the numerics of the
+// step shows. The curve depends on the torch build (its BLAS); after a deliberate change or a torch upgrade,
+// regenerate it with IOMM_UPDATE_GOLDEN=1 and say why in the commit.
+TEST(GeneratorTrainer, LossCurveReproducesTheCheckedInGolden) {
+  auto run = fixtures::temp_dir("golden-curve");
+  auto cfg = trainer_config(12);
+  train_generator(cfg, run, false);
+  nlohmann::json got = nlohmann::json::array();
+  for (auto& r : read_jsonl(run + "/metrics.jsonl")) got.push_back(fmt::format("{:.17g}", r["loss"].get<double>()));
+  const std::string path = std::string(IOMM_SOURCE_DIR) + "/tests/fixtures/loss_curve_tiny.json";
+  if (std::getenv("IOMM_UPDATE_GOLDEN")) write_file_atomic(path, got.dump(1) + "\n");
+  auto want = nlohmann::json::parse(read_file(path));
+  ASSERT_EQ(got.size(), 12u);
+  EXPECT_EQ(got, want) << "the tiny config's loss curve changed; if on purpose, regenerate " << path;
 }
 
 TEST(GeneratorTrainer, LossFallsAndBothKindsOfSamplesAreSeen) {
