@@ -97,8 +97,10 @@ class IommModel {
   // x_t = (1−t)x + t·z, loss = ‖v(x_t, t, h) − (z − x)‖². Draws from `gen`: masks, then t, then z.
   FlowLoss loss(const TrainingBatch& batch, const TimestepSampling& timesteps, at::Generator& gen);
 
-  // The generator's condition h for `conds` (no MIM: inference).
-  Condition condition(const std::vector<ConditionInput>& conds);
+  // The generator's condition h for `conds`: inference by default; `mim` masks image conditions as training does
+  // (masks from `gen`, or the given `keep`; see IommConditionerImpl::forward).
+  Condition condition(const std::vector<ConditionInput>& conds, bool mim = false, at::Generator* gen = nullptr,
+                      const at::Tensor& keep = {});
   // Velocity on packed latent tokens.
   at::Tensor velocity(const at::Tensor& x_tokens, const at::Tensor& t, const Condition& cond);
   // Images [B, 3, R, R] in [-1, 1] for the conditions (true CFG against the unconditional prompt).
@@ -108,6 +110,7 @@ class IommModel {
   at::Tensor decode_preview(const at::Tensor& tokens);
 
   const IommModelConfig& config() const { return config_; }
+  const IommConditionerImpl& conditioner() const { return *conditioner_; }  // read-only: tokenizer, templates
   int64_t latent_side() const;
   int64_t image_seq_len() const;
   int64_t generator_parameters() const;

@@ -10,7 +10,7 @@
 namespace iomm {
 
 FlowLoss IommModel::loss(const TrainingBatch& b, const TimestepSampling& timesteps, at::Generator& gen) {
-  auto cond = conditioner_->forward(b.conds, /*mim=*/true, &gen, b.keep);
+  auto cond = condition(b.conds, /*mim=*/true, &gen, b.keep);
   auto p = generator_->module().parameters().front();
   at::Tensor x;
   {

@@ -8,8 +8,9 @@
 
 namespace iomm {
 
-Condition IommModel::condition(const std::vector<ConditionInput>& conds) {
-  return conditioner_->forward(conds, /*mim=*/false, nullptr);
+Condition IommModel::condition(const std::vector<ConditionInput>& conds, bool mim, at::Generator* gen,
+                               const at::Tensor& keep) {
+  return conditioner_->forward(conds, mim, gen, keep);
 }
 
 at::Tensor IommModel::velocity(const at::Tensor& x_tokens, const at::Tensor& t, const Condition& cond) {
