@@ -1,7 +1,7 @@
 // `iomm demo --out DIR`: the main job on the embedded default, IOMM end to end in the tiny world
-// (pipeline/tiny_world_demo.h): corpus, understanding model, stage 1, stage 2, ShapesEval, report, results.
+// (apps/tiny_world_demo.h): corpus, understanding model, stage 1, stage 2, ShapesEval, report, results.
 #include "cli/command.h"
-#include "pipeline/tiny_world_demo.h"
+#include "apps/tiny_world_demo.h"
 
 namespace {
 

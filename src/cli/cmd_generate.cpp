@@ -9,8 +9,8 @@
 #include "core/error.h"
 #include "data/image.h"
 #include "data/image_tensor.h"
-#include "pipeline/generate_geneval.h"
-#include "pipeline/iomm_model.h"
+#include "apps/generate_geneval.h"
+#include "model/iomm_model.h"
 #include "world/prompts.h"
 
 namespace {
@@ -109,7 +109,7 @@ iomm::cli::Register edit_reg{{"edit", "Zero-shot image editing: instruction + re
     app.add_option("--prompt", a->prompt, "editing instruction")->required();
     return [a]() -> int {
       auto model = a->load();
-      int res = int(model.config.resolution);
+      int res = int(model.config().resolution);
       auto img = iomm::resize_shorter_side_center_crop(iomm::to_rgb(iomm::decode_image(a->image)), res,
                                                        iomm::Resample::Bicubic);
       auto ref = iomm::normalize_signed(iomm::image_to_tensor(img));

@@ -1,5 +1,5 @@
 // `iomm train --config FILE... [--set key=value]... --out RUN [--resume]`: runs the training stage named by
-// `train.stage` — `understanding` (the tiny world's captioning MLLM, train/understanding.h), `pretrain` or
+// `train.stage` — `understanding` (the tiny world's captioning MLLM, apps/understanding.h), `pretrain` or
 // `finetune` (the IOMM generator).
 #include <memory>
 
@@ -9,7 +9,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "train/generator_trainer.h"
-#include "train/understanding.h"
+#include "apps/understanding.h"
 
 namespace {
 
@@ -21,7 +21,12 @@ struct Args {
 
 int run(const Args& a) {
   iomm::Config cfg = a.config.load();
-  const auto stage = cfg.get_choice("train.stage", "understanding", {"understanding", "pretrain", "finetune"});
+  if (!cfg.has("train.stage"))
+    iomm::fail("{}: train.stage is not set, so there is nothing to train; set it to one of: understanding (the tiny "
+               "world's captioning MLLM, configs/world/understanding.toml), pretrain (stage 1, image-only, "
+               "configs/world/pretrain.toml), finetune (stage 2, mixed, configs/world/finetune.toml)",
+               cfg.source());
+  const auto stage = cfg.get_choice("train.stage", "", {"understanding", "pretrain", "finetune"});
   if (stage == "understanding") {
     const auto r = iomm::train_understanding(cfg, a.out, a.resume);
     if (!r.finished) return 0;

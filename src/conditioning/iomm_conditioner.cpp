@@ -40,7 +40,8 @@ IommConditionerImpl::IommConditionerImpl(const ConditionerConfig& c, InternVL m,
 
 int64_t IommConditionerImpl::width() const { return mllm->config.llm.hidden_size; }
 
-Condition IommConditionerImpl::forward(const std::vector<ConditionInput>& inputs, bool mim, at::Generator* gen) {
+Condition IommConditionerImpl::forward(const std::vector<ConditionInput>& inputs, bool mim, at::Generator* gen,
+                                       const at::Tensor& keep) {
   auto param = mllm->parameters().front();
   auto device = param.device();
   auto dtype = param.scalar_type();
@@ -59,13 +60,18 @@ Condition IommConditionerImpl::forward(const std::vector<ConditionInput>& inputs
       for (int64_t r : toks.image_rows) images.push_back(inputs[size_t(r)].image);
       auto pixels = internvl_condition_pixels(torch::stack(images).to(device), mllm->config.tile_size);
       auto img = mllm->image_tokens(pixels.to(dtype));
-      if (mim && config.mask_ratio > 0) {
-        if (gen == nullptr) fail("conditioner: masked image modeling needs a generator");
+      if (mim && (config.mask_ratio > 0 || keep.defined())) {
         // Only self-conditioned rows are masked; an edit's reference image is seen whole.
         std::vector<int64_t> self_conditioned;
         for (int64_t r : toks.image_rows) self_conditioned.push_back(inputs[size_t(r)].kind == ConditionKind::image);
         auto is_image = torch::tensor(self_conditioned).to(torch::kBool);
-        auto masked = mask_image_tokens(img, config.mask_ratio, *gen, config.mask_granularity).tokens;
+        at::Tensor masked;
+        if (keep.defined()) {
+          masked = apply_keep_mask(img, keep.to(device), config.mask_granularity);
+        } else {
+          if (gen == nullptr) fail("conditioner: masked image modeling needs a generator");
+          masked = mask_image_tokens(img, config.mask_ratio, *gen, config.mask_granularity).tokens;
+        }
         img = torch::where(is_image.to(device).view({-1, 1, 1}), masked, img);
       }
       c = mllm->splice_image_tokens(ids, c, img);

@@ -51,8 +51,11 @@ struct IommConditionerImpl : torch::nn::Module {
   IommConditionerImpl(const ConditionerConfig& c, InternVL mllm, Tokenizer tokenizer);
 
   // `mim`: apply Masked Image Modeling to image conditions (training); edit conditions are never masked.
-  // `gen` draws the masks (required when mim and mask_ratio > 0).
-  Condition forward(const std::vector<ConditionInput>& inputs, bool mim, at::Generator* gen);
+  // `gen` draws the masks (required when mim and mask_ratio > 0), unless `keep` gives them: bool, one row per
+  // input with an image (in input order), [rows, T] for token granularity or [rows, T, D] for element; rows of
+  // edit conditions are ignored. Given masks make the objective checkable against a reference (golden test).
+  Condition forward(const std::vector<ConditionInput>& inputs, bool mim, at::Generator* gen,
+                    const at::Tensor& keep = {});
 
   int64_t width() const;  // D_mllm: the generator's context_in_dim
   int64_t image_tokens_per_image() const { return mllm->config.tokens_per_tile(); }

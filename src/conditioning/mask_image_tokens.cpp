@@ -21,8 +21,18 @@ MaskedImageTokens mask_image_tokens(const at::Tensor& c_img, double ratio, at::G
   // Draw on the CPU generator, then move: the same generator state gives the same mask on every device.
   auto u = torch::rand(shape, gen, torch::TensorOptions().dtype(torch::kFloat));
   auto keep = (u >= ratio).to(c_img.device());
+  return {apply_keep_mask(c_img, keep, granularity), keep};
+}
+
+at::Tensor apply_keep_mask(const at::Tensor& c_img, const at::Tensor& keep, MaskGranularity granularity) {
+  auto want = c_img.sizes().vec();
+  if (granularity == MaskGranularity::token) want.pop_back();
+  if (keep.sizes().vec() != want)
+    fail("apply_keep_mask: keep-mask shape {} does not match the image tokens {} ({} granularity)",
+         fmt::join(keep.sizes(), "x"), fmt::join(c_img.sizes(), "x"),
+         granularity == MaskGranularity::token ? "token" : "element");
   auto m = granularity == MaskGranularity::token ? keep.unsqueeze(-1) : keep;
-  return {c_img * m.to(c_img.scalar_type()), keep};
+  return c_img * m.to(c_img.device(), c_img.scalar_type());
 }
 
 }  // namespace iomm

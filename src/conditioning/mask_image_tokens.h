@@ -24,4 +24,8 @@ struct MaskedImageTokens {
 MaskedImageTokens mask_image_tokens(const at::Tensor& c_img, double ratio, at::Generator& gen,
                                     MaskGranularity granularity = MaskGranularity::token);
 
+// c_img ⊙ M for a given keep-mask (bool, [..., T] for token granularity or c_img's shape for element).
+at::Tensor apply_keep_mask(const at::Tensor& c_img, const at::Tensor& keep,
+                           MaskGranularity granularity = MaskGranularity::token);
+
 }  // namespace iomm

@@ -1,6 +1,8 @@
 #include "core/config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -124,12 +126,46 @@ Config Config::parse(const std::string& text, const std::string& source_name) {
   return c;
 }
 
-Config Config::load(const std::string& path) {
+namespace {
+
+Config load_file(const std::string& path, std::vector<std::string>& chain) {
+  if (std::find(chain.begin(), chain.end(), path) != chain.end())
+    fail("{}: `base` files include each other in a cycle ({}); remove one of the `base` keys", path,
+         fmt::join(chain, " -> "));
   std::ifstream in(path);
   if (!in) fail("cannot read config file '{}': check the path (configs live under configs/)", path);
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse(ss.str(), path);
+  auto own = Config::parse(ss.str(), path);
+  if (!own.has("base")) return own;
+  // `base = "file.toml"` (relative to this file): that file first, this one on top. One base file per family of
+  // configs keeps the settings the stages share in one place.
+  auto base = own.get_string("base", "");
+  if (base.empty()) fail("{}: base must name a TOML file (relative to this one)", path);
+  chain.push_back(path);
+  auto merged = load_file((std::filesystem::path(path).parent_path() / base).lexically_normal().string(), chain);
+  chain.pop_back();
+  merged.merge(own);
+  merged.erase("base");
+  return merged;
+}
+
+}  // namespace
+
+Config Config::load(const std::string& path) {
+  std::vector<std::string> chain;
+  return load_file(path, chain);
+}
+
+void Config::erase(const std::string& key) {
+  toml::table* tab = &impl_->input;
+  auto parts = split_key(key);
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    tab = tab->get_as<toml::table>(parts[i]);
+    if (!tab) return;
+  }
+  tab->erase(parts.back());
+  impl_->read_keys.erase(key);
 }
 
 void Config::merge(const Config& over) {
@@ -284,6 +320,15 @@ std::string Config::dump_resolved() const {
   return os.str() + "\n";
 }
 
+std::string Config::dump_resolved(const std::vector<std::string>& tables) const {
+  toml::table part;
+  for (const auto& t : tables)
+    if (auto* node = impl_->resolved.get(t)) part.insert(t, *node);
+  std::ostringstream os;
+  os << part;
+  return os.str() + "\n";
+}
+
 std::string Config::dump_input() const {
   std::ostringstream os;
   os << impl_->input;
@@ -295,5 +340,45 @@ void Config::write_resolved(const std::string& path) const {
 }
 
 const std::string& Config::source() const { return impl_->source; }
+
+namespace {
+
+// A TOML value as assignment text, floats in their shortest round-trip form and still spelled as floats.
+std::string toml_value_text(const toml::node& v) {
+  if (auto d = v.value_exact<double>()) {
+    std::string s = fmt::format("{}", *d);
+    if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // "1" would read back as an integer
+    return s;
+  }
+  std::ostringstream os;
+  v.visit([&](auto& n) { os << n; });
+  return os.str();
+}
+
+void flatten(const toml::table& t, const std::string& prefix, std::vector<std::string>& out) {
+  for (auto& [k, v] : t) {
+    std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (v.is_table())
+      flatten(*v.as_table(), key, out);
+    else
+      out.push_back(key + "=" + toml_value_text(v));
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> Config::top_level_keys() const {
+  std::vector<std::string> out;
+  for (auto& [k, v] : impl_->input) out.emplace_back(k.str());
+  return out;
+}
+
+std::vector<std::string> Config::assignments(const std::string& table) const {
+  const toml::node* n = find(impl_->input, table);
+  if (!n || !n->is_table()) fail("{}: '{}' must be a table of key = value settings", impl_->source, table);
+  std::vector<std::string> out;
+  flatten(*n->as_table(), "", out);
+  return out;
+}
 
 }  // namespace iomm

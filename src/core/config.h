@@ -21,6 +21,8 @@ class Config {
   Config(const Config&);
   Config& operator=(const Config&);
 
+  // A TOML file. A top-level `base = "other.toml"` (relative to the file) loads that file first and merges this
+  // one on top, so configs that share settings (the training stages) keep them in one base file.
   static Config load(const std::string& path);
   static Config parse(const std::string& toml_text, const std::string& source_name = "<string>");
 
@@ -31,6 +33,8 @@ class Config {
   void set(const std::string& assignment);
 
   bool has(const std::string& key) const;
+  // Removes a key from the input (no-op when absent).
+  void erase(const std::string& key);
   int64_t get_int(const std::string& key, int64_t def, int64_t min = INT64_MIN, int64_t max = INT64_MAX);
   double get_double(const std::string& key, double def, double min = -1e300, double max = 1e300);
   bool get_bool(const std::string& key, bool def);
@@ -40,6 +44,13 @@ class Config {
   std::vector<double> get_double_list(const std::string& key, const std::vector<double>& def);
   std::vector<std::string> get_string_list(const std::string& key, const std::vector<std::string>& def);
 
+  // The top-level keys of the input, in order.
+  std::vector<std::string> top_level_keys() const;
+  // Every leaf under the table `table` as "dotted.key=value" (key relative to the table), the value as TOML text
+  // that set() reads back to the same value (floats in their shortest round-trip form: "0.45", not
+  // "0.45000000000000001"). Fails when `table` is not a table.
+  std::vector<std::string> assignments(const std::string& table) const;
+
   // Every key present in the input under `prefix` (or everywhere, if empty) that no getter read.
   std::vector<std::string> unused_keys(const std::string& prefix = "") const;
   // Fails with the list of unknown keys, and for each the keys that were read in the same table.
@@ -47,6 +58,8 @@ class Config {
 
   // TOML text of every value read (with defaults filled in) — the resolved config.
   std::string dump_resolved() const;
+  // The same, restricted to the given top-level tables (e.g. {"model", "generator", "conditioner"}).
+  std::string dump_resolved(const std::vector<std::string>& tables) const;
   // Writes dump_resolved() to `path` atomically.
   void write_resolved(const std::string& path) const;
   // The input as given (files + overrides), as TOML.

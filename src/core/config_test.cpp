@@ -102,6 +102,27 @@ TEST(Config, InvalidTomlNamesFileAndLine) {
   EXPECT_NE(msg.find("/nonexistent/run.toml"), std::string::npos) << msg;
 }
 
+TEST(Config, BaseFileLoadsFirstAndTheFileOverrides) {
+  auto dir = std::filesystem::temp_directory_path() / ("iomm-cfg-base-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "sub");
+  auto put = [&](const std::string& name, const std::string& text) { std::ofstream(dir / name) << text; };
+  put("base.toml", "[train]\nsteps = 10\nbatch_size = 4\n[optim]\nlr = 0.1\n");
+  put("sub/stage.toml", "base = \"../base.toml\"\n[train]\nsteps = 20\n");
+  auto cfg = Config::load((dir / "sub/stage.toml").string());
+  EXPECT_EQ(cfg.get_int("train.steps", 0), 20);       // the file wins
+  EXPECT_EQ(cfg.get_int("train.batch_size", 0), 4);   // the base fills in
+  EXPECT_DOUBLE_EQ(cfg.get_double("optim.lr", 0), 0.1);
+  EXPECT_FALSE(cfg.has("base"));
+  EXPECT_NO_THROW(cfg.check_unused());
+  put("a.toml", "base = \"b.toml\"\n");
+  put("b.toml", "base = \"a.toml\"\n");
+  auto msg = error_of([&] { Config::load((dir / "a.toml").string()); });
+  EXPECT_NE(msg.find("cycle"), std::string::npos) << msg;
+  msg = error_of([&] { put("c.toml", "base = \"missing.toml\"\n"); Config::load((dir / "c.toml").string()); });
+  EXPECT_NE(msg.find("missing.toml"), std::string::npos) << msg;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Fs, AtomicWriteReplacesAndLeavesNoTemp) {
   std::string path = ::testing::TempDir() + "/atomic.txt";
   write_file_atomic(path, std::string("one"));

@@ -406,11 +406,7 @@ FluxAE load_flux_ae(const std::string& path, const std::string& device, const st
     c = AutoencoderConfig::infer_from_weights(tensors, path);
   }
   FluxAE m(c);
-  load_weights(*m, tensors, path);
-  m->to(torch::Device(device), dtype_from_name(dtype));
-  if (freeze)
-    iomm::freeze(*m);
-  m->eval();
+  load_frozen(*m, tensors, path, device, dtype, /*trainable=*/!freeze);
   return m;
 }
 

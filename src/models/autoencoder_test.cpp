@@ -202,3 +202,103 @@ TEST(AutoencoderFlux, TiledDecode) {
   ae.set_tiling(0);
   EXPECT_TRUE(torch::equal(ae.decode(lat), m->decode_latent(lat)));
 }
+
+// ---- VAE names: one rule table (name_conversion.cpp) serves both directions; these tests hold it to that.
+
+namespace {
+
+// Three levels of three widths, so that a decoder level written at the wrong place also has the wrong shape, and
+// quant convs, so that every rule of the table is used.
+FluxAE three_level_ae(uint64_t seed) {
+  AutoencoderConfig c;
+  c.block_out_channels = {8, 16, 32};
+  c.layers_per_block = 1;
+  c.latent_channels = 4;
+  c.norm_num_groups = 4;
+  c.use_quant_conv = true;
+  c.use_post_quant_conv = true;
+  return random_ae(c, seed);
+}
+
+// Same names, and under each name a tensor of the same shape and values.
+void expect_same_tensors(const TensorMap& got, const TensorMap& want, const std::string& what) {
+  EXPECT_EQ(got.size(), want.size()) << what;
+  for (auto& [name, tensor] : want) {
+    auto it = got.find(name);
+    if (it == got.end()) {
+      ADD_FAILURE() << what << ": no " << name;
+      continue;
+    }
+    EXPECT_EQ(it->second.sizes(), tensor.sizes()) << what << ": " << name;
+    EXPECT_TRUE(torch::equal(it->second, tensor)) << what << ": " << name;
+  }
+}
+
+}  // namespace
+
+TEST(VaeNames, BflToDiffusersToBflIsTheIdentity) {
+  auto bfl = module_state(*three_level_ae(11));
+  ASSERT_TRUE(bfl.count("quant_conv.weight") && bfl.count("post_quant_conv.bias"));
+  auto hf = vae_to_diffusers(bfl);
+  // A few names pinned to diffusers' layout: a round trip alone would not see a rule that is wrong both ways.
+  auto pinned = [&](const std::string& hf_name, const std::string& bfl_name) {
+    ASSERT_TRUE(hf.count(hf_name)) << hf_name;
+    EXPECT_TRUE(torch::equal(hf.at(hf_name).flatten(), bfl.at(bfl_name).flatten())) << hf_name;
+  };
+  pinned("decoder.up_blocks.0.upsamplers.0.conv.weight", "decoder.up.2.upsample.conv.weight");  // reversed levels
+  pinned("decoder.up_blocks.2.resnets.1.conv1.weight", "decoder.up.0.block.1.conv1.weight");
+  pinned("decoder.up_blocks.1.resnets.0.conv_shortcut.bias", "decoder.up.1.block.0.nin_shortcut.bias");
+  pinned("encoder.down_blocks.1.downsamplers.0.conv.weight", "encoder.down.1.downsample.conv.weight");
+  pinned("encoder.mid_block.resnets.1.norm2.weight", "encoder.mid.block_2.norm2.weight");
+  pinned("decoder.mid_block.attentions.0.to_out.0.weight", "decoder.mid.attn_1.proj_out.weight");
+  pinned("decoder.mid_block.attentions.0.group_norm.bias", "decoder.mid.attn_1.norm.bias");
+  pinned("encoder.conv_norm_out.weight", "encoder.norm_out.weight");
+  EXPECT_EQ(hf.at("encoder.mid_block.attentions.0.to_q.weight").sizes(), (std::vector<int64_t>{32, 32}));
+  EXPECT_EQ(bfl.at("encoder.mid.attn_1.q.weight").sizes(), (std::vector<int64_t>{32, 32, 1, 1}));
+  expect_same_tensors(vae_from_diffusers(hf), bfl, "BFL -> diffusers -> BFL");
+}
+
+TEST(VaeNames, DiffusersToBflToDiffusersIsTheIdentity) {
+  auto hf = vae_to_diffusers(module_state(*three_level_ae(12)));
+  ASSERT_TRUE(is_diffusers_vae(hf));
+  expect_same_tensors(vae_to_diffusers(vae_from_diffusers(hf)), hf, "diffusers -> BFL -> diffusers");
+}
+
+TEST(VaeNames, LegacyAttentionNamesAreRead) {
+  auto bfl = module_state(*three_level_ae(13));
+  const std::vector<std::pair<std::string, std::string>> legacy_of = {
+      {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."}, {".to_out.0.", ".proj_attn."}};
+  TensorMap legacy;
+  int renamed = 0;
+  for (auto& [hf_name, tensor] : vae_to_diffusers(bfl)) {
+    std::string name = hf_name;
+    for (auto& [now, old] : legacy_of) {
+      auto at = name.find(now);  // these leaves occur only in the mid-block attention
+      if (at == std::string::npos) continue;
+      name.replace(at, now.size(), old);
+      ++renamed;
+    }
+    legacy[name] = tensor;
+  }
+  EXPECT_EQ(renamed, 16);  // {encoder, decoder} x {q, k, v, out} x {weight, bias}
+  ASSERT_TRUE(legacy.count("decoder.mid_block.attentions.0.proj_attn.weight"));
+  expect_same_tensors(vae_from_diffusers(legacy), bfl, "legacy diffusers -> BFL");
+}
+
+TEST(VaeNames, UnknownNames) {
+  auto bfl = module_state(*three_level_ae(14));
+  bfl["decoder.up.1.block.0.gate.weight"] = torch::zeros({2});
+  try {
+    vae_to_diffusers(bfl);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'decoder.up.1.block.0.gate.weight'"), std::string::npos) << e.what();
+  }
+  // diffusers -> BFL keeps what it does not know, so that load_weights can report it by its own name.
+  bfl.erase("decoder.up.1.block.0.gate.weight");
+  auto hf = vae_to_diffusers(bfl);
+  hf["encoder.down_blocks.0.extra.weight"] = torch::ones({3});
+  auto back = vae_from_diffusers(hf);
+  ASSERT_TRUE(back.count("encoder.down_blocks.0.extra.weight"));
+  EXPECT_EQ(back.size(), bfl.size() + 1);
+}

@@ -180,10 +180,7 @@ InternViT load_internvit(const std::string& dir, const std::string& device, cons
   auto cfg = InternViTConfig::from_json(j.contains("vision_config") ? j["vision_config"] : j, dir + "/config.json");
   auto tensors = internvit_names(load_tensors(dir));
   InternViT m(cfg);
-  freeze(*m);
-  m->to(torch::Device(device), dtype_from_name(dtype));
-  load_weights(*m, tensors, dir);
-  m->eval();
+  load_frozen(*m, tensors, dir, device, dtype);
   return m;
 }
 

@@ -154,11 +154,7 @@ InternVL load_internvl(const std::string& dir, const std::string& device, const 
   if (lm_head && !tensors.count(head) && cfg.llm.tie_word_embeddings && tensors.count(embed))
     tensors[head] = tensors[embed];
   InternVL m(cfg, tensors.count(head) > 0);
-  freeze(*m);
-  // Cast first, then copy the checkpoint in: the model is never held in fp32 when bf16 was asked for.
-  m->to(torch::Device(device), dtype_from_name(dtype));
-  load_weights(*m, tensors, dir);
-  m->eval();
+  load_frozen(*m, tensors, dir, device, dtype);
   return m;
 }
 

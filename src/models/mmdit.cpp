@@ -51,19 +51,19 @@ void MMDiTConfig::validate(const std::string& source) const {
 MMDiTConfig MMDiTConfig::from_config(Config& cfg, const std::string& prefix, int64_t default_context_in_dim) {
   MMDiTConfig c;
   auto k = [&](const char* name) { return prefix.empty() ? std::string(name) : prefix + "." + name; };
-  c.hidden_size = cfg.get_int(k("hidden_size"), 1536, 1);
-  c.num_heads = cfg.get_int(k("num_heads"), 12, 1);
-  c.depth = cfg.get_int(k("depth"), 10, 0);
-  c.depth_single = cfg.get_int(k("depth_single_blocks"), 20, 0);
+  c.hidden_size = cfg.get_int(k("hidden_size"), c.hidden_size, 1);
+  c.num_heads = cfg.get_int(k("num_heads"), c.num_heads, 1);
+  c.depth = cfg.get_int(k("depth"), c.depth, 0);
+  c.depth_single = cfg.get_int(k("depth_single_blocks"), c.depth_single, 0);
   c.context_in_dim = cfg.get_int(k("context_in_dim"), default_context_in_dim, 1);
-  c.vec_in_dim = cfg.get_int(k("vec_in_dim"), 0, 0);
-  c.mlp_ratio = cfg.get_double(k("mlp_ratio"), 4.0, 1e-3, 64.0);
-  c.axes_dim = cfg.get_int_list(k("axes_dim"), {16, 56, 56});
-  c.theta = cfg.get_double(k("theta"), 10000.0, 1e-6);
-  c.qkv_bias = cfg.get_bool(k("qkv_bias"), true);
-  c.guidance_embed = cfg.get_bool(k("guidance_embed"), false);
-  c.patch_size = cfg.get_int(k("patch_size"), 2, 1, 16);
-  int64_t latent = cfg.get_int(k("latent_channels"), 16, 1);
+  c.vec_in_dim = cfg.get_int(k("vec_in_dim"), c.vec_in_dim, 0);
+  c.mlp_ratio = cfg.get_double(k("mlp_ratio"), c.mlp_ratio, 1e-3, 64.0);
+  c.axes_dim = cfg.get_int_list(k("axes_dim"), c.axes_dim);
+  c.theta = cfg.get_double(k("theta"), c.theta, 1e-6);
+  c.qkv_bias = cfg.get_bool(k("qkv_bias"), c.qkv_bias);
+  c.guidance_embed = cfg.get_bool(k("guidance_embed"), c.guidance_embed);
+  c.patch_size = cfg.get_int(k("patch_size"), c.patch_size, 1, 16);
+  int64_t latent = cfg.get_int(k("latent_channels"), MMDiTConfig{}.latent_channels(), 1);  // FLUX VAE: 16
   c.in_channels = cfg.get_int(k("in_channels"), latent * c.patch_size * c.patch_size, 1);
   c.out_channels = cfg.get_int(k("out_channels"), c.in_channels, 1);
   c.validate(cfg.source() + " [" + prefix + "]");
@@ -536,10 +536,7 @@ MMDiT load_mmdit(const std::string& path, const std::string& device, const std::
     cfg = MMDiTConfig::infer_from_weights(tensors, path);
   }
   MMDiT m(*cfg, torch::TensorOptions().device(torch::Device(device)).dtype(dtype_from_name(dtype)));
-  load_weights(*m, tensors, path);
-  if (freeze)
-    iomm::freeze(*m);
-  m->eval();
+  load_frozen(*m, tensors, path, device, dtype, /*trainable=*/!freeze);
   return m;
 }
 

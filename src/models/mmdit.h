@@ -25,14 +25,16 @@ namespace iomm {
 
 class Config;
 
+// The one set of defaults: IOMM-B (SPEC §1), which from_config falls back to. FLUX.1's own sizes (3072, 24 heads,
+// 19 + 38 blocks, 4096-wide T5 context) are the defaults of its file formats only, in from_json.
 struct MMDiTConfig {
   int64_t in_channels = 64;        // packed latent token width = latent_channels * patch^2
   int64_t out_channels = 64;
-  int64_t hidden_size = 3072;
-  int64_t num_heads = 24;
-  int64_t depth = 19;              // double-stream blocks
-  int64_t depth_single = 38;       // single-stream blocks
-  int64_t context_in_dim = 4096;   // txt_in input width
+  int64_t hidden_size = 1536;
+  int64_t num_heads = 12;
+  int64_t depth = 10;              // double-stream blocks
+  int64_t depth_single = 20;       // single-stream blocks
+  int64_t context_in_dim = 1536;   // txt_in input width (InternVL3-2B's LLM width)
   int64_t vec_in_dim = 0;          // pooled vector width for vector_in; 0 = no vector_in
   double mlp_ratio = 4.0;
   std::vector<int64_t> axes_dim = {16, 56, 56};  // RoPE dims per position axis; sum = head_dim

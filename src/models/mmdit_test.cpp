@@ -91,12 +91,27 @@ void expect_gradients_match(const std::function<at::Tensor(const std::vector<at:
 
 TEST(MMDiT, ParameterCountsMatchPublishedFluxSizes) {
   // FLUX.1-dev: 11,901,408,320 parameters; schnell (no guidance_in): 11,891,178,560 (research/backbone.md §1.9).
-  MMDiTConfig dev;  // the defaults are FLUX.1's sizes
+  MMDiTConfig dev;  // FLUX.1's sizes (the struct's defaults are IOMM-B's)
+  dev.hidden_size = 3072;
+  dev.num_heads = 24;
+  dev.depth = 19;
+  dev.depth_single = 38;
+  dev.context_in_dim = 4096;
   dev.vec_in_dim = 768;
   dev.guidance_embed = true;
   EXPECT_EQ(mmdit_parameter_count(dev), 11901408320LL);
   dev.guidance_embed = false;
   EXPECT_EQ(mmdit_parameter_count(dev), 11891178560LL);
+}
+
+TEST(MMDiT, DefaultsAreIommB) {
+  // One set of defaults: the struct's are what from_config resolves an empty [generator] to (IOMM-B, ≈1.57B).
+  auto cfg = Config::parse("");
+  auto c = MMDiTConfig::from_config(cfg, "generator", 1536);
+  EXPECT_EQ(c.to_bfl_json(), MMDiTConfig{}.to_bfl_json());
+  EXPECT_EQ(c.hidden_size, 1536);
+  EXPECT_EQ(c.depth, 10);
+  EXPECT_EQ(c.depth_single, 20);
 }
 
 TEST(MMDiT, ParameterCountsOfTheIommConfigs) {

@@ -299,59 +299,195 @@ namespace iomm {
 
 namespace {
 
-// Number of decoder levels: 1 + the largest level index under `prefix` (e.g. "decoder.up_blocks.").
-int64_t vae_levels(const TensorMap& m, const std::string& prefix) {
-  int64_t n = 0;
-  for (auto& [k, v] : m)
-    if (starts_with(k, prefix)) n = std::max<int64_t>(n, std::stoll(k.substr(prefix.size())) + 1);
-  return n;
+// The AE's names are written once, as pairs of templates (BFL name, diffusers name) that one engine reads in
+// either direction, so that the two directions cannot drift apart. A template is a name with {fields}:
+//   {i}, {j}  an index, the same on both sides
+//   {up}      a decoder level: BFL counts from the highest resolution, diffusers from the lowest, so level L is
+//             N-1-L on the other side (the same formula both ways)
+//   others    a name part spelled through its leaf table below
+enum class Naming { kBfl, kDiffusers };
+
+// One name part as BFL and diffusers spell it. `legacy` entries are diffusers' deprecated attention names: read
+// from diffusers files (older saves still have them), never written.
+struct Leaf {
+  const char* bfl;
+  const char* hf;
+  bool legacy = false;
+};
+
+struct LeafTable {
+  const char* field;
+  std::vector<Leaf> leaves;
+};
+
+const std::vector<LeafTable>& vae_leaf_tables() {
+  static const std::vector<LeafTable> tables = {
+      {"wb", {{"weight", "weight"}, {"bias", "bias"}}},
+      {"side", {{"encoder", "encoder"}, {"decoder", "decoder"}}},
+      {"quant", {{"quant_conv", "quant_conv"}, {"post_quant_conv", "post_quant_conv"}}},
+      {"io", {{"conv_in", "conv_in"}, {"conv_out", "conv_out"}}},
+      {"res",
+       {{"norm1", "norm1"}, {"conv1", "conv1"}, {"norm2", "norm2"}, {"conv2", "conv2"},
+        {"nin_shortcut", "conv_shortcut"}}},
+      {"mid", {{"block_1", "resnets.0"}, {"block_2", "resnets.1"}}},
+      {"attn",
+       {{"norm", "group_norm"}, {"q", "to_q"}, {"k", "to_k"}, {"v", "to_v"}, {"proj_out", "to_out.0"},
+        {"q", "query", true}, {"k", "key", true}, {"v", "value", true}, {"proj_out", "proj_attn", true}}},
+  };
+  return tables;
 }
 
-bool is_attn_weight_1x1(const std::string& bfl_name) {
-  static const std::regex re(R"((en|de)coder\.mid\.attn_1\.(q|k|v|proj_out)\.weight)");
-  return std::regex_match(bfl_name, re);
+// One tensor in both namings. `linear_1x1`: the weight is a 1x1 conv [C,C,1,1] in BFL, a Linear [C,C] in diffusers.
+struct VaeRule {
+  const char* bfl;
+  const char* hf;
+  bool linear_1x1 = false;
+};
+
+const VaeRule kVaeRules[] = {
+    {"{quant}.{wb}", "{quant}.{wb}"},
+    {"{side}.{io}.{wb}", "{side}.{io}.{wb}"},
+    {"{side}.norm_out.{wb}", "{side}.conv_norm_out.{wb}"},
+    {"encoder.down.{i}.block.{j}.{res}.{wb}", "encoder.down_blocks.{i}.resnets.{j}.{res}.{wb}"},
+    {"encoder.down.{i}.downsample.conv.{wb}", "encoder.down_blocks.{i}.downsamplers.0.conv.{wb}"},
+    {"decoder.up.{up}.block.{j}.{res}.{wb}", "decoder.up_blocks.{up}.resnets.{j}.{res}.{wb}"},
+    {"decoder.up.{up}.upsample.conv.{wb}", "decoder.up_blocks.{up}.upsamplers.0.conv.{wb}"},
+    {"{side}.mid.{mid}.{res}.{wb}", "{side}.mid_block.{mid}.{res}.{wb}"},
+    {"{side}.mid.attn_1.{attn}.{wb}", "{side}.mid_block.attentions.0.{attn}.{wb}", /*linear_1x1=*/true},
+};
+
+const char* spelling(const Leaf& leaf, Naming n) { return n == Naming::kBfl ? leaf.bfl : leaf.hf; }
+
+// The leaf table of `field`, or nullptr for the index fields.
+const LeafTable* leaf_table(const std::string& field) {
+  for (auto& t : vae_leaf_tables())
+    if (field == t.field) return &t;
+  return nullptr;
 }
 
-// One name, diffusers -> BFL; nullopt when the name is not part of AutoencoderKL.
-std::optional<std::string> vae_name_from_hf(const std::string& k, int64_t up_levels) {
-  std::smatch m;
-  static const std::regex top(R"((quant_conv|post_quant_conv)\.(weight|bias))");
-  if (std::regex_match(k, top)) return k;
-  static const std::regex part(R"((encoder|decoder)\.(.+))");
-  if (!std::regex_match(k, m, part)) return std::nullopt;
-  std::string side = m[1], rest = m[2];
-  auto res_leaf = [](std::string leaf) { return leaf == "conv_shortcut" ? std::string("nin_shortcut") : leaf; };
-  static const std::regex plain(R"((conv_in|conv_out)\.(weight|bias))");
-  static const std::regex norm_out(R"(conv_norm_out\.(weight|bias))");
-  static const std::regex down(R"(down_blocks\.(\d+)\.resnets\.(\d+)\.(norm1|conv1|norm2|conv2|conv_shortcut)\.(weight|bias))");
-  static const std::regex downs(R"(down_blocks\.(\d+)\.downsamplers\.0\.conv\.(weight|bias))");
-  static const std::regex up(R"(up_blocks\.(\d+)\.resnets\.(\d+)\.(norm1|conv1|norm2|conv2|conv_shortcut)\.(weight|bias))");
-  static const std::regex ups(R"(up_blocks\.(\d+)\.upsamplers\.0\.conv\.(weight|bias))");
-  static const std::regex midres(R"(mid_block\.resnets\.([01])\.(norm1|conv1|norm2|conv2|conv_shortcut)\.(weight|bias))");
-  static const std::regex attn(
-      R"(mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0|query|key|value|proj_attn)\.(weight|bias))");
-  std::smatch r;
-  if (std::regex_match(rest, r, plain)) return side + "." + rest;
-  if (std::regex_match(rest, r, norm_out)) return side + ".norm_out." + r[1].str();
-  if (side == "encoder" && std::regex_match(rest, r, down))
-    return fmt::format("encoder.down.{}.block.{}.{}.{}", r[1].str(), r[2].str(), res_leaf(r[3]), r[4].str());
-  if (side == "encoder" && std::regex_match(rest, r, downs))
-    return fmt::format("encoder.down.{}.downsample.conv.{}", r[1].str(), r[2].str());
-  if (side == "decoder" && std::regex_match(rest, r, up))
-    return fmt::format("decoder.up.{}.block.{}.{}.{}", up_levels - 1 - std::stoll(r[1]), r[2].str(),
-                       res_leaf(r[3]), r[4].str());
-  if (side == "decoder" && std::regex_match(rest, r, ups))
-    return fmt::format("decoder.up.{}.upsample.conv.{}", up_levels - 1 - std::stoll(r[1]), r[2].str());
-  if (std::regex_match(rest, r, midres))
-    return fmt::format("{}.mid.block_{}.{}.{}", side, r[1] == "0" ? 1 : 2, res_leaf(r[2]), r[3].str());
-  if (std::regex_match(rest, r, attn)) {
-    static const std::map<std::string, std::string> leaf = {
-        {"group_norm", "norm"}, {"to_q", "q"},      {"to_k", "k"},       {"to_v", "v"},
-        {"to_out.0", "proj_out"}, {"query", "q"},  {"key", "k"},        {"value", "v"},
-        {"proj_attn", "proj_out"}};
-    return fmt::format("{}.mid.attn_1.{}.{}", side, leaf.at(r[1]), r[2].str());
+// A template cut into literal text and field names, in order (templates are the constants above: braces pair).
+struct Piece {
+  std::string text;
+  bool field;
+};
+
+std::vector<Piece> template_pieces(const std::string& tmpl) {
+  std::vector<Piece> out;
+  size_t pos = 0;
+  while (pos < tmpl.size()) {
+    size_t open = tmpl.find('{', pos);
+    if (open != pos) out.push_back({tmpl.substr(pos, open - pos), false});
+    if (open == std::string::npos) break;
+    size_t close = tmpl.find('}', open);
+    out.push_back({tmpl.substr(open + 1, close - open - 1), true});
+    pos = close + 1;
   }
-  return std::nullopt;
+  return out;
+}
+
+std::string escape_dots(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '.' ? std::string("\\.") : std::string(1, c);
+  return out;
+}
+
+// What a field matches in one naming: a number, or any spelling of its table that this naming can hold.
+std::string field_regex(const std::string& field, Naming naming) {
+  const LeafTable* table = leaf_table(field);
+  if (!table) return R"(\d+)";
+  std::string alternatives;
+  for (auto& leaf : table->leaves) {
+    if (leaf.legacy && naming == Naming::kBfl) continue;  // a legacy entry repeats a BFL spelling
+    if (!alternatives.empty()) alternatives += '|';
+    alternatives += escape_dots(spelling(leaf, naming));
+  }
+  return alternatives;
+}
+
+// A template as a regex (one group per field, none inside) and its field names in group order.
+struct Pattern {
+  std::regex re;
+  std::vector<std::string> fields;
+};
+
+Pattern compile_template(const std::string& tmpl, Naming naming) {
+  std::string re;
+  std::vector<std::string> fields;
+  for (auto& piece : template_pieces(tmpl)) {
+    if (!piece.field) {
+      re += escape_dots(piece.text);
+      continue;
+    }
+    re += "(" + field_regex(piece.text, naming) + ")";
+    fields.push_back(piece.text);
+  }
+  return {std::regex(re), fields};
+}
+
+std::string render_template(const std::string& tmpl, const std::map<std::string, std::string>& values) {
+  std::string out;
+  for (auto& piece : template_pieces(tmpl)) out += piece.field ? values.at(piece.text) : piece.text;
+  return out;
+}
+
+// A field's text in the other naming. `levels`: the number of decoder levels, for {up}.
+std::string convert_field(const std::string& field, const std::string& text, Naming from, int64_t levels) {
+  if (field == "up") return std::to_string(levels - 1 - std::stoll(text));
+  const LeafTable* table = leaf_table(field);
+  if (!table) return text;
+  Naming to = from == Naming::kBfl ? Naming::kDiffusers : Naming::kBfl;
+  for (auto& leaf : table->leaves) {
+    if (leaf.legacy && to == Naming::kDiffusers) continue;  // read, never written
+    if (text == spelling(leaf, from)) return spelling(leaf, to);
+  }
+  fail("vae names: '{}' is no {{{}}} spelling", text, field);  // unreachable: the regex matched a spelling
+}
+
+struct CompiledRule {
+  const VaeRule* rule;
+  Pattern bfl, hf;
+};
+
+const std::vector<CompiledRule>& compiled_vae_rules() {
+  static const std::vector<CompiledRule> rules = [] {
+    std::vector<CompiledRule> out;
+    for (auto& r : kVaeRules)
+      out.push_back({&r, compile_template(r.bfl, Naming::kBfl), compile_template(r.hf, Naming::kDiffusers)});
+    return out;
+  }();
+  return rules;
+}
+
+// BFL's attention projections are 1x1 convs, diffusers' are Linear layers; other tensors keep their shape.
+at::Tensor vae_tensor_for(const at::Tensor& v, Naming to, bool linear_1x1) {
+  if (linear_1x1 && to == Naming::kDiffusers && v.dim() == 4) return v.reshape({v.size(0), v.size(1)});
+  if (linear_1x1 && to == Naming::kBfl && v.dim() == 2) return v.reshape({v.size(0), v.size(1), 1, 1});
+  return v;
+}
+
+// `tensors` in the other naming. The names no rule reads are left out and listed in `unknown`.
+TensorMap convert_vae(const TensorMap& tensors, Naming from, std::vector<std::string>& unknown) {
+  Naming to = from == Naming::kBfl ? Naming::kDiffusers : Naming::kBfl;
+  // {up} needs the number of decoder levels; flux_count tolerates names with no index (they end up in `unknown`).
+  int64_t levels = flux_count(tensors, from == Naming::kBfl ? "decoder.up." : "decoder.up_blocks.");
+  TensorMap out;
+  for (auto& [name, tensor] : tensors) {
+    bool matched = false;
+    for (auto& c : compiled_vae_rules()) {
+      const Pattern& source = from == Naming::kBfl ? c.bfl : c.hf;
+      std::smatch m;
+      if (!std::regex_match(name, m, source.re)) continue;
+      std::map<std::string, std::string> values;
+      for (size_t f = 0; f < source.fields.size(); ++f)
+        values[source.fields[f]] = convert_field(source.fields[f], m[f + 1].str(), from, levels);
+      out[render_template(to == Naming::kBfl ? c.rule->bfl : c.rule->hf, values)] =
+          vae_tensor_for(tensor, to, c.rule->linear_1x1);
+      matched = true;
+      break;
+    }
+    if (!matched) unknown.push_back(name);
+  }
+  return out;
 }
 
 }  // namespace
@@ -361,71 +497,15 @@ bool is_diffusers_vae(const TensorMap& m) {
 }
 
 TensorMap vae_from_diffusers(const TensorMap& hf) {
-  int64_t n = vae_levels(hf, "decoder.up_blocks.");
-  TensorMap out;
-  for (auto& [k, v] : hf) {
-    auto name = vae_name_from_hf(k, n);
-    if (!name) {
-      out[k] = v;
-      continue;
-    }
-    out[*name] = (is_attn_weight_1x1(*name) && v.dim() == 2) ? v.reshape({v.size(0), v.size(1), 1, 1}) : v;
-  }
+  std::vector<std::string> unknown;
+  TensorMap out = convert_vae(hf, Naming::kDiffusers, unknown);
+  for (auto& name : unknown) out[name] = hf.at(name);  // kept, so that load_weights reports them
   return out;
 }
 
 TensorMap vae_to_diffusers(const TensorMap& bfl) {
-  int64_t n = vae_levels(bfl, "decoder.up.");
-  TensorMap out;
   std::vector<std::string> unknown;
-  for (auto& [k, v] : bfl) {
-    std::smatch r;
-    std::string hf;
-    static const std::regex top(R"((quant_conv|post_quant_conv)\.(weight|bias))");
-    static const std::regex part(R"((encoder|decoder)\.(.+))");
-    static const std::regex res(R"((down|up)\.(\d+)\.block\.(\d+)\.(norm1|conv1|norm2|conv2|nin_shortcut)\.(weight|bias))");
-    static const std::regex sampler(R"((down|up)\.(\d+)\.(downsample|upsample)\.conv\.(weight|bias))");
-    static const std::regex midres(R"(mid\.block_([12])\.(norm1|conv1|norm2|conv2|nin_shortcut)\.(weight|bias))");
-    static const std::regex attn(R"(mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias))");
-    static const std::regex io(R"((conv_in|conv_out)\.(weight|bias))");
-    static const std::regex norm_out(R"(norm_out\.(weight|bias))");
-    if (std::regex_match(k, top)) {
-      out[k] = v;
-      continue;
-    }
-    std::smatch p;
-    if (std::regex_match(k, p, part)) {
-      std::string side = p[1], rest = p[2];
-      auto leaf = [](std::string s) { return s == "nin_shortcut" ? std::string("conv_shortcut") : s; };
-      auto level = [&](const std::string& kind, const std::string& i) {
-        int64_t l = std::stoll(i);
-        return kind == "up" ? n - 1 - l : l;
-      };
-      if (std::regex_match(rest, r, io)) {
-        hf = k;
-      } else if (std::regex_match(rest, r, norm_out)) {
-        hf = side + ".conv_norm_out." + r[1].str();
-      } else if (std::regex_match(rest, r, res) && (r[1] == "down") == (side == "encoder")) {
-        hf = fmt::format("{}.{}_blocks.{}.resnets.{}.{}.{}", side, r[1].str(), level(r[1], r[2]), r[3].str(),
-                         leaf(r[4]), r[5].str());
-      } else if (std::regex_match(rest, r, sampler) && (r[1] == "down") == (side == "encoder") &&
-                 (r[3] == "downsample") == (r[1] == "down")) {
-        hf = fmt::format("{}.{}_blocks.{}.{}rs.0.conv.{}", side, r[1].str(), level(r[1], r[2]), r[3].str(),
-                         r[4].str());
-      } else if (std::regex_match(rest, r, midres)) {
-        hf = fmt::format("{}.mid_block.resnets.{}.{}.{}", side, r[1] == "1" ? 0 : 1, leaf(r[2]), r[3].str());
-      } else if (std::regex_match(rest, r, attn)) {
-        static const std::map<std::string, std::string> names = {
-            {"norm", "group_norm"}, {"q", "to_q"}, {"k", "to_k"}, {"v", "to_v"}, {"proj_out", "to_out.0"}};
-        hf = fmt::format("{}.mid_block.attentions.0.{}.{}", side, names.at(r[1]), r[2].str());
-      }
-    }
-    if (hf.empty()) {
-      unknown.push_back(k);
-      continue;
-    }
-    out[hf] = (is_attn_weight_1x1(k) && v.dim() == 4) ? v.reshape({v.size(0), v.size(1)}) : v;
-  }
+  TensorMap out = convert_vae(bfl, Naming::kBfl, unknown);
   if (!unknown.empty())
     fail("vae_to_diffusers: {} tensors have no diffusers AutoencoderKL name, e.g. '{}'", unknown.size(),
          unknown.front());

@@ -202,10 +202,7 @@ Qwen2ForCausalLM load_qwen2(const std::string& dir, const std::string& device, c
     has_head = true;
   }
   Qwen2ForCausalLM m(cfg, has_head);
-  load_weights(*m, tensors, dir, {}, /*allow_unexpected=*/false);
-  freeze(*m);
-  m->to(torch::Device(device), dtype_from_name(dtype));
-  m->eval();
+  load_frozen(*m, tensors, dir, device, dtype);
   return m;
 }
 

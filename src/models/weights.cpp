@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "models/hf_config.h"
 
 namespace iomm {
 
@@ -74,6 +75,22 @@ int64_t count_parameters(const torch::nn::Module& module) {
   int64_t n = 0;
   for (auto& p : module.parameters(true)) n += p.numel();
   return n;
+}
+
+NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix) {
+  NamedTensors out;
+  for (auto& item : module.named_parameters(/*recurse=*/true))
+    if (item.value().requires_grad()) out.emplace_back(prefix + item.key(), item.value());
+  return out;
+}
+
+void load_frozen(torch::nn::Module& module, const TensorMap& tensors, const std::string& source,
+                 const std::string& device, const std::string& dtype, bool trainable,
+                 const std::vector<std::string>& allow_missing) {
+  module.to(torch::Device(device), dtype_from_name(dtype));
+  load_weights(module, tensors, source, allow_missing);
+  if (!trainable) freeze(module);
+  module.eval();
 }
 
 }  // namespace iomm

@@ -3,6 +3,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -14,6 +15,7 @@ class Module;
 namespace iomm {
 
 using TensorMap = std::map<std::string, at::Tensor>;
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;  // ordered: optimizer state follows it
 
 struct LoadReport {
   std::vector<std::string> missing;     // module parameter with no tensor
@@ -30,8 +32,17 @@ LoadReport load_weights(torch::nn::Module& module, const TensorMap& tensors, con
 // Freezes a module: no parameter requires grad, so no weight gradient memory is ever allocated.
 void freeze(torch::nn::Module& module);
 
+// The one way a model is brought up from checkpoint tensors: cast to `device`/`dtype` first (a bf16 model is never
+// held in fp32), copy `tensors` in (load_weights), freeze unless `trainable`, eval mode.
+void load_frozen(torch::nn::Module& module, const TensorMap& tensors, const std::string& source,
+                 const std::string& device, const std::string& dtype, bool trainable = false,
+                 const std::vector<std::string>& allow_missing = {});
+
 // Every parameter and buffer of `module` by name (cloned to CPU), for export.
 TensorMap module_state(const torch::nn::Module& module);
+
+// Named parameters of `module` that require grad, each name prefixed with `prefix` (e.g. "rqa.").
+NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix = "");
 
 // Number of parameter elements.
 int64_t count_parameters(const torch::nn::Module& module);

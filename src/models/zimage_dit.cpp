@@ -44,8 +44,9 @@ void ZImageConfig::validate(const std::string& source) const {
     fail("{}: in_channels, patch_size, f_patch_size, cap_feat_dim must be positive and layer counts >= 0", source);
 }
 
-ZImageConfig ZImageConfig::from_config(Config& cfg, const std::string& prefix) {
+ZImageConfig ZImageConfig::from_config(Config& cfg, const std::string& prefix, int64_t default_cap_feat_dim) {
   ZImageConfig c;
+  if (default_cap_feat_dim > 0) c.cap_feat_dim = default_cap_feat_dim;
   auto k = [&](const char* name) { return prefix.empty() ? std::string(name) : prefix + "." + name; };
   auto arch = cfg.get_choice(k("arch"), "zimage", {"zimage"});
   (void)arch;
@@ -417,10 +418,7 @@ ZImageDiT load_zimage(const std::string& path, const std::string& device, const 
   auto tensors = load_tensors(path);
   if (is_original_zimage(tensors)) tensors = zimage_from_original(tensors);
   ZImageDiT m(cfg, torch::TensorOptions().device(torch::Device(device)).dtype(dtype_from_name(dtype)));
-  load_weights(*m, tensors, path);
-  if (freeze)
-    iomm::freeze(*m);
-  m->eval();
+  load_frozen(*m, tensors, path, device, dtype, /*trainable=*/!freeze);
   return m;
 }
 

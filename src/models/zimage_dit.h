@@ -61,7 +61,9 @@ struct ZImageConfig {
   void validate(const std::string& source) const;
 
   // From an iomm TOML config: keys under `prefix` (generator.arch = "zimage", generator.dim, generator.n_layers, ...).
-  static ZImageConfig from_config(Config& cfg, const std::string& prefix = "generator");
+  // `default_cap_feat_dim` (> 0) replaces the struct's default (IOMM passes its MLLM's width).
+  static ZImageConfig from_config(Config& cfg, const std::string& prefix = "generator",
+                                  int64_t default_cap_feat_dim = 0);
   // From a diffusers ZImageTransformer2DModel config.json.
   static ZImageConfig from_json(const nlohmann::json& j, const std::string& source);
   nlohmann::json to_diffusers_json() const;

@@ -8,7 +8,7 @@
 // what an uninterrupted one would (bit-exact on the CPU).
 //
 // Run directory: config.toml, log.txt, metrics.jsonl, samples/step-*-{t2i,recon}.png, checkpoints/step-*/
-// (train/checkpoint.h), model/ (the final model, EMA weights when EMA is on; pipeline/iomm_model.h).
+// (train/checkpoint.h), model/ (the final model, EMA weights when EMA is on; model/iomm_model.h).
 #pragma once
 #include <string>
 
@@ -23,6 +23,8 @@ struct GeneratorTrainResult {
   std::string model_dir;
 };
 
+// train.stage, which must be set: pretrain or finetune (fails listing them).
+std::string generator_stage(Config& cfg);
 // The data a stage trains on: train.data, by default what train.stage implies (pretrain: image, finetune: mix).
 std::string train_data(Config& cfg);
 

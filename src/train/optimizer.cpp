@@ -179,11 +179,4 @@ void Ema::copy_to(const NamedTensors& params) const {
   for (auto& [name, p] : params) p.copy_(shadow_.at(name));
 }
 
-NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix) {
-  NamedTensors out;
-  for (auto& item : module.named_parameters(/*recurse=*/true))
-    if (item.value().requires_grad()) out.emplace_back(prefix + item.key(), item.value());
-  return out;
-}
-
 }  // namespace iomm

@@ -12,6 +12,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "models/weights.h"  // NamedTensors
+
 namespace torch::nn {
 class Module;
 }
@@ -19,7 +21,6 @@ class Module;
 namespace iomm {
 
 class Config;
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct OptimConfig {
   double lr = 1e-4;
@@ -91,8 +92,5 @@ class Ema {
   double decay_;
   std::map<std::string, at::Tensor> shadow_;
 };
-
-// Named parameters of `module` that require grad, each name prefixed with `prefix` (e.g. "rqa.").
-NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix = "");
 
 }  // namespace iomm

@@ -61,3 +61,13 @@ def test_train_rejects_typos_and_generator_stages(iomm, tmp_path):
              check=False)
     # The generator stages run the IOMM trainer, which needs an MLLM: the error names the key and the fix.
     assert p.returncode != 0 and "model.mllm" in p.stderr
+
+
+def test_train_without_a_stage_lists_the_stages(iomm, tmp_path):
+    cfg = tmp_path / "no-stage.toml"
+    cfg.write_text("[train]\nsteps = 3\n")
+    p = iomm("train", "--config", cfg, "--out", tmp_path / "run", check=False)
+    assert p.returncode != 0
+    for stage in ("understanding", "pretrain", "finetune"):
+        assert stage in p.stderr, p.stderr
+    assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/internvl.h"
-#include "train/optimizer.h"
+#include "train/trainer.h"
 
 namespace iomm {
 
@@ -35,19 +35,17 @@ inline constexpr const char* kCaptionQuestion = "Describe the image.";
 struct UnderstandingConfig {
   InternVLConfig model;         // [mllm], [mllm.vision], [mllm.llm]; vocab and image token from the tokenizer
   std::string tokenizer;        // mllm.tokenizer: a tokenizer.json with <IMG_CONTEXT>, <img>, </img>, <|im_end|>
-  int64_t steps = 2000, batch_size = 16;
-  uint64_t seed = 0;            // train.seed: weight init
-  int64_t log_every = 100, save_every = 1000;
-  int64_t stop_at = 0;          // train.stop_at: save the state and stop after this step (0 = run to the end)
+  int64_t batch_size = 16;
   double init_std = 0.0;        // train.init_std: > 0 runs init_understanding_weights; 0 = libtorch's defaults
-  int64_t threads = 1;          // train.threads: at::set_num_threads when > 0
-  int64_t max_skipped_in_a_row = 50;  // train.max_skipped_in_a_row: stop after this many non-finite steps in a row
+  // train.steps, seed (weight init), log_every, checkpoint_every, stop_at, threads, ... and [optim]: the loop's.
+  // Defaults: 2000 steps, log every 100, a checkpoint every 1000, 1 torch thread (the renderer takes the other).
+  LoopConfig loop = default_loop();
   uint64_t data_seed = 0;       // data.seed: the world's corpus seed
   uint64_t stream_offset = 1000003;  // data.stream_offset: training captions come from data.seed + this
   int image_size = 32;          // data.size: rendered side in px (resized to the tile size by preprocessing)
   int64_t eval_samples = 512, eval_max_new_tokens = 24, eval_examples = 12;
-  OptimConfig optim;            // [optim]
 
+  static LoopConfig default_loop();
   uint64_t stream_seed() const { return data_seed + stream_offset; }
   // Reads every key (with defaults) and loads the tokenizer to size the vocabulary.
   static UnderstandingConfig from_config(Config& cfg);
@@ -86,7 +84,7 @@ at::Tensor caption_loss(InternVLImpl& model, const CaptionBatch& batch, const at
 std::vector<std::string> generate_captions(InternVLImpl& model, const Tokenizer& tok, const at::Tensor& pixel_values,
                                            int64_t max_new_tokens);
 
-// Teacher-forced token accuracy, exact match and content-word scores (train/caption_metrics.h), overall and per
+// Teacher-forced token accuracy, exact match and content-word scores (apps/caption_metrics.h), overall and per
 // tag, plus `examples` reference/generated pairs; batches of `batch_size`.
 nlohmann::json evaluate_captions(InternVLImpl& model, const Tokenizer& tok, const WorldCaptions& data,
                                  int64_t max_new_tokens, int64_t examples, int64_t batch_size = 128);
@@ -98,8 +96,8 @@ struct UnderstandingResult {
   double train_seconds = 0, total_seconds = 0;
 };
 
-// The whole stage: reads the config (then cfg.check_unused()), opens RUN (resume continues from
-// RUN/state/train_state.safetensors), trains, exports RUN/model, evaluates.
+// The whole stage on the shared training loop (train/trainer.h): reads the config (then cfg.check_unused()), opens
+// RUN (resume continues from the newest complete RUN/checkpoints/step-N), trains, exports RUN/model, evaluates.
 UnderstandingResult train_understanding(Config& cfg, const std::string& run_dir, bool resume);
 
 }  // namespace iomm

@@ -1,4 +1,4 @@
-#include "train/understanding.h"
+#include "apps/understanding.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -249,6 +249,8 @@ TEST(Understanding, ResumeAfterStopGivesTheSameWeights) {
     auto r = train_understanding(cfg, stopped, false);
     EXPECT_FALSE(r.finished);
     EXPECT_FALSE(fs::exists(stopped + "/model"));
+    // The shared loop's crash-safe checkpoint format, not a stage-specific state file.
+    EXPECT_TRUE(fs::exists(stopped + "/checkpoints/step-00000003/COMPLETE"));
   }
   {
     Config cfg = Config::parse(small_run_toml());

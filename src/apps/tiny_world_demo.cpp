@@ -1,4 +1,4 @@
-#include "pipeline/tiny_world_demo.h"
+#include "apps/tiny_world_demo.h"
 
 #include <algorithm>
 #include <array>
@@ -6,9 +6,6 @@
 #include <filesystem>
 #include <functional>
 #include <thread>
-#include <sstream>
-
-#include <toml++/toml.h>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -19,13 +16,13 @@
 #include "core/fs.h"
 #include "data/image.h"
 #include "data/image_pool.h"
-#include "pipeline/generate_geneval.h"
-#include "pipeline/iomm_model.h"
+#include "apps/generate_geneval.h"
+#include "model/iomm_model.h"
 #include "report/html_report.h"
 #include "report/image_grid.h"
 #include "report/run_report.h"
 #include "train/generator_trainer.h"
-#include "train/understanding.h"
+#include "apps/understanding.h"
 #include "world/corpus.h"
 #include "world/prompts.h"
 #include "world/shapes_eval.h"
@@ -112,52 +109,16 @@ std::string stage_label(int stage, Config& cfg) {
   return fmt::format("stage {} ({})", stage, data == "image" ? "image-only" : data == "pair" ? "pairs" : "mix");
 }
 
-namespace {
-
-// A TOML value as assignment text. Floats in their shortest round-trip form ("0.45", not toml++'s
-// "0.45000000000000001", which the overrides would carry into every log line), still spelled as floats.
-std::string toml_value_text(const toml::node& v) {
-  if (auto d = v.value_exact<double>()) {
-    std::string s = fmt::format("{}", *d);
-    if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // "1" would read back as an integer
-    return s;
-  }
-  std::ostringstream os;
-  v.visit([&](auto& n) { os << n; });
-  return os.str();
-}
-
-}  // namespace
-
 std::vector<std::string> experiment_overrides(const std::string& path, std::string* name) {
-  toml::table t;
-  try {
-    t = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    fail("{}: {} (line {})", path, e.description(), e.source().begin.line);
-  }
+  auto cfg = Config::load(path);
   std::vector<std::string> out;
-  for (auto& [k, v] : t) {
-    std::string key(k.str());
+  for (const auto& key : cfg.top_level_keys()) {
     if (key == "name" || key == "description") continue;
     if (!is_override_stage(key))
       fail("{}: table [{}] is not a stage; use [understanding], [model], [pretrain], [finetune] or [all]", path, key);
-    if (!v.is_table()) fail("{}: '{}' must be a table of key = value overrides", path, key);
-    // Leaves as dotted keys with their TOML values ("pretrain:train.data=\"image\"").
-    std::function<void(const toml::table&, const std::string&)> walk = [&](const toml::table& tb,
-                                                                           const std::string& prefix) {
-      for (auto& [kk, vv] : tb) {
-        std::string full = prefix.empty() ? std::string(kk.str()) : prefix + "." + std::string(kk.str());
-        if (vv.is_table()) {
-          walk(*vv.as_table(), full);
-        } else {
-          out.push_back(key + ":" + full + "=" + toml_value_text(vv));
-        }
-      }
-    };
-    walk(*v.as_table(), "");
+    for (const auto& a : cfg.assignments(key)) out.push_back(key + ":" + a);  // "pretrain:train.data=\"image\""
   }
-  if (name) *name = t["name"].value_or(std::filesystem::path(path).stem().string());
+  if (name) *name = cfg.has("name") ? cfg.get_string("name", "") : std::filesystem::path(path).stem().string();
   return out;
 }
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "pipeline/iomm_model.h"
+#include "model/iomm_model.h"
 #include "world/prompts.h"
 
 namespace iomm {

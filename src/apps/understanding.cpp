@@ -1,4 +1,4 @@
-#include "train/understanding.h"
+#include "apps/understanding.h"
 
 #include <algorithm>
 #include <chrono>
@@ -20,7 +20,7 @@
 #include "models/internvl_preprocess.h"
 #include "models/weights.h"
 #include "text/tokenizer.h"
-#include "train/caption_metrics.h"
+#include "apps/caption_metrics.h"
 #include "world/captions.h"
 #include "world/corpus.h"
 
@@ -46,6 +46,15 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------- config
+
+LoopConfig UnderstandingConfig::default_loop() {
+  LoopConfig l;
+  l.steps = 2000;
+  l.log_every = 100;
+  l.checkpoint_every = 1000;
+  l.threads = 1;
+  return l;
+}
 
 UnderstandingConfig UnderstandingConfig::from_config(Config& cfg) {
   UnderstandingConfig c;
@@ -79,22 +88,15 @@ UnderstandingConfig UnderstandingConfig::from_config(Config& cfg) {
          l.num_attention_heads, l.num_key_value_heads);
   if (l.head_dim % 2 != 0) fail("config: mllm.llm.head_dim {} must be even (RoPE rotates pairs)", l.head_dim);
 
-  c.steps = cfg.get_int("train.steps", c.steps, 0);
+  c.loop = LoopConfig::from_config(cfg, default_loop());
   c.batch_size = cfg.get_int("train.batch_size", c.batch_size, 1);
-  c.seed = static_cast<uint64_t>(cfg.get_int("train.seed", 0, 0));
-  c.log_every = cfg.get_int("train.log_every", c.log_every, 1);
-  c.save_every = cfg.get_int("train.save_every", c.save_every, 0);
-  c.stop_at = cfg.get_int("train.stop_at", 0, 0);
   c.init_std = cfg.get_double("train.init_std", c.init_std, 0.0, 1.0);
-  c.threads = cfg.get_int("train.threads", c.threads, 0, 1024);
-  c.max_skipped_in_a_row = cfg.get_int("train.max_skipped_in_a_row", c.max_skipped_in_a_row, 1);
   c.eval_samples = cfg.get_int("train.eval_samples", c.eval_samples, 1);
   c.eval_max_new_tokens = cfg.get_int("train.eval_max_new_tokens", c.eval_max_new_tokens, 1);
   c.eval_examples = cfg.get_int("train.eval_examples", c.eval_examples, 0);
   c.data_seed = static_cast<uint64_t>(cfg.get_int("data.seed", 0, 0));
   c.stream_offset = static_cast<uint64_t>(cfg.get_int("data.stream_offset", int64_t(c.stream_offset), 1));
   c.image_size = static_cast<int>(cfg.get_int("data.size", c.image_size, 32, 64));
-  c.optim = OptimConfig::from_config(cfg, "optim", c.steps);
 
   auto tok = Tokenizer::load(c.tokenizer);
   l.vocab_size = tok.vocab_size();
@@ -279,39 +281,66 @@ nlohmann::json evaluate_captions(InternVLImpl& model, const Tokenizer& tok, cons
 
 namespace {
 
-const char* kStateFile = "state/train_state.safetensors";
-
 struct StepData {
   CaptionBatch batch;
   at::Tensor pixels;
 };
 
-void save_state(const RunDir& run, InternVLImpl& model, const AdamW& opt, int64_t step) {
-  std::map<std::string, at::Tensor> t;
-  for (auto& [k, v] : module_state(model)) t["model." + k] = v;
-  for (auto& [k, v] : opt.state()) t["optim." + k] = v;
-  fs::create_directories(fs::path(run.file(kStateFile)).parent_path());
-  save_tensors(run.file(kStateFile), t, {{"step", std::to_string(step)}});
-}
+// Captioning on the shared loop. Step s's batch is stream indices [s·B, (s+1)·B): it depends on the step alone, so
+// the next one is rendered on another thread while this one trains (rendering costs about a fifth of a step).
+class UnderstandingStage : public TrainStage {
+ public:
+  UnderstandingStage(const UnderstandingConfig& c, Tokenizer tok, InternVL model)
+      : c_(c), tok_(std::move(tok)), model_(std::move(model)) {}
 
-// Returns the step to continue from (0 when there is no state).
-int64_t load_state(const RunDir& run, InternVLImpl& model, AdamW& opt) {
-  const auto path = run.file(kStateFile);
-  if (!fs::exists(path)) return 0;
-  safetensors::Checkpoint ckpt(path);
-  auto tensors = load_tensors(ckpt);
-  TensorMap weights;
-  std::map<std::string, at::Tensor> optim;
-  for (auto& [k, v] : tensors) {
-    if (k.rfind("model.", 0) == 0) weights[k.substr(6)] = v;
-    if (k.rfind("optim.", 0) == 0) optim[k.substr(6)] = v;
+  std::string name() const override { return "understanding"; }
+  NamedTensors parameters() override { return trainable_parameters(*model_); }
+  void set_training(bool on) override { model_->train(on); }
+  MicroStep micro_step(int64_t step, int64_t micro, double scale) override {
+    StepData data = next_step_ == step && next_.valid() ? next_.get() : prepare(step);
+    if (step + 1 < c_.loop.steps) {
+      next_ = std::async(std::launch::async, [this, s = step + 1] { return prepare(s); });
+      next_step_ = step + 1;
+    }
+    auto loss = caption_loss(*model_, data.batch, data.pixels);
+    (loss * scale).backward();
+    return {loss.item<double>(), c_.batch_size, {}};
   }
-  load_weights(model, weights, path);
-  opt.load_state(optim, path);
-  const auto& meta = ckpt.metadata();
-  auto it = meta.find("step");
-  if (it == meta.end()) fail("{}: no 'step' in the metadata; the file is not an iomm understanding state", path);
-  return std::stoll(it->second);
+  void export_model(const std::string& dir) override {
+    save_internvl(*model_, dir);
+    fs::copy_file(c_.tokenizer, dir + "/tokenizer.json", fs::copy_options::overwrite_existing);
+  }
+
+ private:
+  StepData prepare(int64_t step) const {
+    auto data = world_captions(c_.stream_seed(), static_cast<uint64_t>(step * c_.batch_size), c_.batch_size,
+                               c_.image_size);
+    return {make_caption_batch(tok_, data.captions, c_.model.tokens_per_tile()),
+            internvl_condition_pixels(data.images, c_.model.tile_size)};
+  }
+
+  const UnderstandingConfig& c_;
+  Tokenizer tok_;
+  InternVL model_;
+  std::future<StepData> next_;
+  int64_t next_step_ = -1;
+};
+
+// Scores the exported model as every consumer will load it; writes RUN/caption_eval.json and a metrics record.
+nlohmann::json evaluate_export(const UnderstandingConfig& c, const RunDir& run, const std::string& model_dir,
+                               double train_seconds) {
+  auto frozen = load_internvl(model_dir);
+  auto held_out = world_captions(c.stream_seed(), kEvalFirstIndex, c.eval_samples, c.image_size);
+  auto eval = evaluate_captions(*frozen, Tokenizer::load(model_dir), held_out, c.eval_max_new_tokens, c.eval_examples);
+  eval["train_seconds"] = train_seconds;
+  eval["steps"] = c.loop.steps;
+  eval["batch_size"] = c.batch_size;
+  write_file_atomic(run.file("caption_eval.json"), eval.dump(2) + "\n");
+  MetricsWriter(run.file("metrics.jsonl"), /*append=*/true)
+      .write({{"event", "caption_eval"}, {"token_accuracy", eval["token_accuracy"]},
+              {"exact_match", eval["exact_match"]}, {"content_word_accuracy", eval["content_word_accuracy"]},
+              {"content_all_match", eval["content_all_match"]}});
+  return eval;
 }
 
 }  // namespace
@@ -323,92 +352,25 @@ UnderstandingResult train_understanding(Config& cfg, const std::string& run_dir,
   auto run = RunDir::open(run_dir, resume);
   run.attach_log();
   run.write_config(cfg);
-  if (c.threads > 0) at::set_num_threads(static_cast<int>(c.threads));
+  apply_process_settings(c.loop);
 
-  const auto tok = Tokenizer::load(c.tokenizer);
-  torch::manual_seed(c.seed);
+  torch::manual_seed(c.loop.seed);
   InternVL model(c.model, /*with_lm_head=*/true);
   if (c.init_std > 0) init_understanding_weights(*model, c.init_std);
-  model->train();
-  auto params = trainable_parameters(*model);
-  AdamW opt(params, c.optim);
-  const int64_t start = resume ? load_state(run, *model, opt) : 0;
   spdlog::info("understanding: InternVL {} params (ViT {}x{} d{}, LLM {}x d{}, vocab {}), {} image tokens per "
-               "image; {} steps x batch {}{}",
+               "image; {} steps x batch {}",
                count_parameters(*model), c.model.vision.num_hidden_layers, c.model.vision.patch_size,
                c.model.vision.hidden_size, c.model.llm.num_hidden_layers, c.model.llm.hidden_size,
-               c.model.llm.vocab_size, c.model.tokens_per_tile(), c.steps, c.batch_size,
-               start ? fmt::format(", resuming at step {}", start) : std::string());
-
-  MetricsWriter metrics(run.file("metrics.jsonl"), /*append=*/resume);
-  const int64_t T = c.model.tokens_per_tile();
-  const int64_t end = c.stop_at > 0 ? std::min(c.stop_at, c.steps) : c.steps;
-  const auto t_train = Clock::now();
-  {
-    ProgressBar bar(c.steps, "understanding", "step");
-    bar.update(start);
-    double loss_sum = 0;
-    int64_t loss_n = 0;
-    auto t_window = Clock::now();
-    // Rendering a batch costs about a fifth of a step: the next batch is made on another thread meanwhile.
-    // Batches depend on their step index only, so this changes no result.
-    auto prepare = [&](int64_t step) {
-      auto data = world_captions(c.stream_seed(), static_cast<uint64_t>(step * c.batch_size), c.batch_size,
-                                 c.image_size);
-      return StepData{make_caption_batch(tok, data.captions, T),
-                      internvl_condition_pixels(data.images, c.model.tile_size)};
-    };
-    std::future<StepData> next;
-    if (start < end) next = std::async(std::launch::async, prepare, start);
-    for (int64_t step = start; step < end; ++step) {
-      StepData data = next.get();
-      if (step + 1 < end) next = std::async(std::launch::async, prepare, step + 1);
-      auto loss = caption_loss(*model, data.batch, data.pixels);
-      loss.backward();
-      const double grad_norm = opt.step(step);
-      opt.fail_if_stuck(c.max_skipped_in_a_row, "understanding", step + 1, run.file(kStateFile));
-      const double l = loss.item<double>();
-      loss_sum += l;
-      ++loss_n;
-      bar.update(1, fmt::format("loss={:.3f}", l));
-      if ((step + 1) % c.log_every == 0 || step + 1 == c.steps) {
-        const double dt = seconds_since(t_window);
-        metrics.write({{"step", step + 1}, {"loss", loss_sum / loss_n}, {"lr", lr_at(c.optim, step)},
-                       {"grad_norm", grad_norm}, {"steps_per_s", loss_n / std::max(dt, 1e-9)},
-                       {"skipped_steps", opt.skipped()}});
-        loss_sum = 0;
-        loss_n = 0;
-        t_window = Clock::now();
-      }
-      if (c.save_every > 0 && (step + 1) % c.save_every == 0 && step + 1 < c.steps) save_state(run, *model, opt, step + 1);
-    }
-    bar.finish();
-  }
-  const double train_seconds = seconds_since(t_train);
-  save_state(run, *model, opt, std::max(start, end));
+               c.model.llm.vocab_size, c.model.tokens_per_tile(), c.loop.steps, c.batch_size);
+  UnderstandingStage stage(c, Tokenizer::load(c.tokenizer), model);
+  auto loop = run_training(stage, c.loop, run, resume);
   UnderstandingResult r;
-  if (end < c.steps) {
-    spdlog::info("understanding: stopped at step {} of {} (train.stop_at); continue with --resume", end, c.steps);
-    return r;
-  }
+  if (!loop.finished) return r;
   r.finished = true;
-  r.model_dir = run.file("model");
-  save_internvl(*model, r.model_dir);
-  fs::copy_file(c.tokenizer, r.model_dir + "/tokenizer.json", fs::copy_options::overwrite_existing);
-
-  // Evaluate the exported model as every consumer will load it.
-  auto frozen = load_internvl(r.model_dir);
-  auto held_out = world_captions(c.stream_seed(), kEvalFirstIndex, c.eval_samples, c.image_size);
-  r.eval = evaluate_captions(*frozen, Tokenizer::load(r.model_dir), held_out, c.eval_max_new_tokens, c.eval_examples);
-  r.train_seconds = train_seconds;
+  r.model_dir = loop.model_dir;
+  r.train_seconds = loop.seconds;
+  r.eval = evaluate_export(c, run, r.model_dir, r.train_seconds);
   r.total_seconds = seconds_since(t_start);
-  r.eval["train_seconds"] = r.train_seconds;
-  r.eval["steps"] = c.steps;
-  r.eval["batch_size"] = c.batch_size;
-  write_file_atomic(run.file("caption_eval.json"), r.eval.dump(2) + "\n");
-  metrics.write({{"event", "caption_eval"}, {"token_accuracy", r.eval["token_accuracy"]},
-                 {"exact_match", r.eval["exact_match"]}, {"content_word_accuracy", r.eval["content_word_accuracy"]},
-                 {"content_all_match", r.eval["content_all_match"]}});
   spdlog::info("understanding: caption eval on {} held-out images: token acc {:.3f}, exact {:.3f}, content words "
                "{:.3f}, all content words {:.3f} (train {:.1f}s, total {:.1f}s)",
                c.eval_samples, r.eval["token_accuracy"].get<double>(), r.eval["exact_match"].get<double>(),

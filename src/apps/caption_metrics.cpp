@@ -1,4 +1,4 @@
-#include "train/caption_metrics.h"
+#include "apps/caption_metrics.h"
 
 #include <cctype>
 #include <optional>

@@ -1,10 +1,13 @@
-#include "pipeline/iomm_model.h"
+#include "model/iomm_model.h"
+
+#include <filesystem>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "testing/tiny_fixtures.h"
 #include "testing/tiny_model_config.h"
 
@@ -26,7 +29,7 @@ std::vector<ConditionInput> conds() {
 
 TEST(IommModel, ContextWidthFollowsTheMllmAndMismatchesFail) {
   auto m = tiny_model();
-  EXPECT_EQ(m.config.generator.context_in_dim, 32);
+  EXPECT_EQ(m.config().generator.context_dim(), 32);
   EXPECT_EQ(m.image_seq_len(), 16);  // (16 / 4)^2
   // The resolved config records the width the model uses, without claiming the user set it.
   auto cfg = Config::parse(fixtures::tiny_model_toml());
@@ -44,11 +47,13 @@ TEST(IommModel, LossIsTheFlowMatchingObjective) {
   auto m = tiny_model();
   auto c = conds();
   auto images = torch::rand({2, 3, 16, 16}) * 2 - 1;
-  auto cond = m.conditioner->forward(c, false, nullptr);
+  auto cond = m.condition(c);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
   auto t = torch::tensor({0.3f, 0.8f});
   auto z = torch::randn({2, 16, 48});
-  auto fl = m.loss(images, cond, {}, gen, t, z);
+  // Keep every image token, so the training condition equals the inference one.
+  auto keep = torch::ones({1, 4}, torch::kBool);  // one image condition, 4 tokens per tiny tile
+  auto fl = m.loss({images, c, keep, t, z}, {}, gen);
   // Reference: x_t = (1 - t) x + t z, target z - x, on the 4x4-packed pixels.
   auto x = pack_latents(images, 4);
   auto xt = (1 - t.view({2, 1, 1})) * x + t.view({2, 1, 1}) * z;
@@ -85,6 +90,27 @@ TEST(IommModel, SaveLoadRoundTripAndDeterministicGeneration) {
   o.seeds = {9};
   auto single = m.generate({conds()[1]}, o);
   EXPECT_LT((pair[1] - single[0]).abs().max().item<double>(), 1e-5);
+}
+
+TEST(IommModel, ModelDirectoryStoresRelativePathsSoItMovesWithItsMllm) {
+  namespace fs = std::filesystem;
+  auto root = fixtures::temp_dir("movable");
+  fs::create_directories(root + "/a");
+  fs::copy(fixtures::tiny_mllm_dir(), root + "/a/mllm", fs::copy_options::recursive);
+  auto toml = fixtures::tiny_model_toml();
+  toml.replace(toml.find(fixtures::tiny_mllm_dir()), fixtures::tiny_mllm_dir().size(), root + "/a/mllm");
+  auto cfg = Config::parse(toml);
+  auto m = IommModel::create(IommModelConfig::from_config(cfg), 4);
+  m.save(root + "/a/run/model");
+  auto text = read_file(root + "/a/run/model/iomm.toml");
+  EXPECT_NE(text.find("mllm = '../../mllm'"), std::string::npos) << text;
+  fs::rename(root + "/a", root + "/b");  // the whole tree moves; no absolute path may point into /a
+  auto back = IommModel::load(root + "/b/run/model");
+  EXPECT_EQ(fs::path(back.config().mllm), (fs::path(root) / "b/mllm").lexically_normal());
+  GenerateOptions o;
+  o.steps = 2;
+  EXPECT_TRUE(torch::equal(m.generate(conds(), o), back.generate(conds(), o)));
+  fs::remove_all(root);
 }
 
 TEST(IommModel, ConcatConditionsPadsTheShorter) {

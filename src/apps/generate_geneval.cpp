@@ -1,4 +1,4 @@
-#include "pipeline/generate_geneval.h"
+#include "apps/generate_geneval.h"
 
 #include <filesystem>
 

@@ -1,4 +1,4 @@
-#include "pipeline/tiny_world_demo.h"
+#include "apps/tiny_world_demo.h"
 
 #include <filesystem>
 #include <fstream>
@@ -88,12 +88,21 @@ TEST(StageLabel, FollowsTrainData) {
   EXPECT_EQ(stage_label(1, pretrain), "stage 1 (image-only)");
   auto finetune = Config::parse("[train]\nstage = \"finetune\"\n");
   EXPECT_EQ(stage_label(2, finetune), "stage 2 (mix)");
-  auto pairs = Config::parse("[train]\ndata = \"pair\"\n");
+  auto pairs = Config::parse("[train]\nstage = \"finetune\"\ndata = \"pair\"\n");
   EXPECT_EQ(stage_label(2, pairs), "stage 2 (pairs)");
-  auto mix = Config::parse("[train]\ndata = \"mix\"\n");
+  auto mix = Config::parse("[train]\nstage = \"pretrain\"\ndata = \"mix\"\n");
   EXPECT_EQ(stage_label(1, mix), "stage 1 (mix)");
-  auto bad = Config::parse("[train]\ndata = \"images\"\n");
+  auto bad = Config::parse("[train]\nstage = \"pretrain\"\ndata = \"images\"\n");
   EXPECT_THROW(stage_label(1, bad), Error);
+  // No stage: an error that lists the generator stages, never a silent default.
+  auto none = Config::parse("[train]\ndata = \"mix\"\n");
+  try {
+    stage_label(1, none);
+    ADD_FAILURE() << "no error without train.stage";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("pretrain"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("finetune"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

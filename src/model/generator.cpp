@@ -1,0 +1,116 @@
+#include "model/generator.h"
+
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/tensor_io.h"
+#include "models/hf_config.h"
+#include "models/weights.h"
+
+namespace iomm {
+
+namespace fs = std::filesystem;
+
+int64_t GeneratorConfig::latent_channels() const {
+  return arch == "zimage" ? zimage.in_channels : mmdit.latent_channels();
+}
+
+int64_t GeneratorConfig::patch_size() const { return arch == "zimage" ? zimage.patch_size : mmdit.patch_size; }
+
+int64_t GeneratorConfig::context_dim() const { return arch == "zimage" ? zimage.cap_feat_dim : mmdit.context_in_dim; }
+
+GeneratorConfig GeneratorConfig::from_config(Config& cfg, const std::string& prefix, int64_t context_dim) {
+  GeneratorConfig c;
+  c.arch = cfg.get_choice(prefix + ".arch", c.arch, {"mmdit", "zimage"});
+  std::string key;
+  if (c.arch == "zimage") {
+    c.zimage = ZImageConfig::from_config(cfg, prefix, context_dim);
+    if (c.zimage.f_patch_size != 1)
+      fail("{}: {}.f_patch_size = {}; IOMM generates single images (f_patch_size 1)", cfg.source(), prefix,
+           c.zimage.f_patch_size);
+    key = "cap_feat_dim";
+  } else {
+    c.mmdit = MMDiTConfig::from_config(cfg, prefix, context_dim);
+    key = "context_in_dim";
+  }
+  if (c.context_dim() != context_dim)
+    fail("{}: {}.{} = {} but the MLLM has width {}; the generator reads the MLLM's hidden states, so remove the "
+         "key or set it to {}",
+         cfg.source(), prefix, key, c.context_dim(), context_dim, context_dim);
+  return c;
+}
+
+namespace {
+
+class MMDiTGenerator : public Generator {
+ public:
+  MMDiTGenerator(const GeneratorConfig& c, const torch::TensorOptions& opts)
+      : Generator(c), net_(c.mmdit, opts) {}
+
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& h, const at::Tensor& h_mask,
+                     int64_t latent_h, int64_t latent_w) override {
+    MMDiTInput in;
+    in.img = x;
+    in.img_ids = image_position_ids(latent_h, latent_w, config_.mmdit.patch_size).to(x.device());
+    in.txt = h.to(x.scalar_type());
+    in.txt_ids = torch::zeros({h.size(1), 3}, torch::TensorOptions().device(x.device()));
+    in.timesteps = t.to(x.device(), x.scalar_type());
+    in.txt_mask = h_mask;
+    return net_->forward(in);
+  }
+  torch::nn::Module& module() override { return *net_; }
+  const torch::nn::Module& module() const override { return *net_; }
+  void init_weights(uint64_t seed) override { net_->init_weights(seed); }
+  void save(const std::string& dir) const override { save_mmdit(net_, dir, "bfl"); }
+  void load_weights(const std::string& dir) override {
+    auto path = dir + "/model.safetensors";
+    iomm::load_weights(*net_, load_tensors(path), path);
+  }
+
+ private:
+  MMDiT net_;
+};
+
+class ZImageGenerator : public Generator {
+ public:
+  ZImageGenerator(const GeneratorConfig& c, const torch::TensorOptions& opts)
+      : Generator(c), net_(c.zimage, opts) {}
+
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& h, const at::Tensor& h_mask,
+                     int64_t latent_h, int64_t latent_w) override {
+    int64_t p = config_.zimage.patch_size;
+    auto latents = unpack_latents(x, latent_h, latent_w, p);
+    auto v = zimage_velocity(net_, latents, t.to(x.device(), x.scalar_type()), h.to(x.scalar_type()),
+                             h_mask.defined() ? h_mask.to(torch::kBool) : h_mask);
+    return pack_latents(v, p);
+  }
+  torch::nn::Module& module() override { return *net_; }
+  const torch::nn::Module& module() const override { return *net_; }
+  void init_weights(uint64_t seed) override { net_->init_weights(seed); }
+  void save(const std::string& dir) const override {
+    fs::create_directories(dir);
+    write_file_atomic(dir + "/config.json", config_.zimage.to_diffusers_json().dump(2) + "\n");
+    save_tensors(dir + "/diffusion_pytorch_model.safetensors", module_state(*net_), {{"format", "pt"}});
+  }
+  void load_weights(const std::string& dir) override {
+    iomm::load_weights(*net_, load_tensors(dir), dir);
+  }
+
+ private:
+  ZImageDiT net_;
+};
+
+}  // namespace
+
+std::unique_ptr<Generator> make_generator(const GeneratorConfig& config, const std::string& device,
+                                          const std::string& dtype) {
+  auto opts = torch::TensorOptions().device(torch::Device(device)).dtype(dtype_from_name(dtype));
+  if (config.arch == "zimage") return std::make_unique<ZImageGenerator>(config, opts);
+  return std::make_unique<MMDiTGenerator>(config, opts);
+}
+
+}  // namespace iomm

@@ -1,0 +1,30 @@
+// IOMM's training objective (paper §3, Alg. 1): the conditioner turns each sample's condition into h (image
+// conditions with Masked Image Modeling: c_img ⊙ M, through the RQA and the frozen MLLM's KV-cached prefix), and the
+// generator is trained by rectified flow on the autoencoder's latents:
+//   x = AE(image),  x_t = (1 − t)·x + t·z,  loss = mean ‖v(x_t, t, h) − (z − x)‖²
+// tests/fixtures/iomm_step (scripts/dump_iomm_step.py) pins this against an independent PyTorch reference.
+#include <torch/torch.h>
+
+#include "model/iomm_model.h"
+
+namespace iomm {
+
+FlowLoss IommModel::loss(const TrainingBatch& b, const TimestepSampling& timesteps, at::Generator& gen) {
+  auto cond = condition(b.conds, /*mim=*/true, &gen, b.keep);
+  auto p = generator_->module().parameters().front();
+  at::Tensor x;
+  {
+    torch::NoGradGuard no_grad;  // the autoencoder is frozen
+    x = pack_latents(autoencoder_->encode(b.images.to(p.device(), p.scalar_type())), config_.generator.patch_size());
+  }
+  int64_t B = x.size(0);
+  // Draw on the CPU generator, then move: identical draws on every device.
+  auto t = b.t.defined() ? b.t : sample_timesteps(timesteps, B, x.size(1), gen);
+  auto z = b.noise.defined() ? b.noise : at::randn(x.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat));
+  auto fp = flow_interpolate(x, z.to(x.device(), x.scalar_type()), t.to(x.device()));
+  auto v = velocity(fp.x_t, t.to(x.device()), cond);
+  auto per = (v.to(torch::kFloat) - fp.target.to(torch::kFloat)).pow(2).mean({1, 2});
+  return {per.mean(), per.detach()};
+}
+
+}  // namespace iomm

@@ -1,0 +1,211 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/metrics.h"
+#include "core/progress.h"
+#include "core/run_dir.h"
+#include "train/checkpoint.h"
+#include "train/determinism.h"
+
+namespace iomm {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+LoopConfig LoopConfig::from_config(Config& cfg, const LoopConfig& d) {
+  LoopConfig c = d;
+  c.steps = cfg.get_int("train.steps", d.steps, 1);
+  c.grad_accum = cfg.get_int("train.grad_accum", d.grad_accum, 1);
+  c.seed = uint64_t(cfg.get_int("train.seed", int64_t(d.seed), 0));
+  c.ema_decay = cfg.get_double("train.ema_decay", d.ema_decay, 0.0, 0.999999);
+  c.log_every = cfg.get_int("train.log_every", d.log_every, 1);
+  c.sample_every = cfg.get_int("train.sample_every", d.sample_every, 0);
+  c.checkpoint_every = cfg.get_int("train.checkpoint_every", d.checkpoint_every, 0);
+  c.keep_last = cfg.get_int("train.keep_last", d.keep_last, 1);
+  c.stop_at = cfg.get_int("train.stop_at", d.stop_at, 0);
+  c.threads = cfg.get_int("train.threads", d.threads, 0, 1024);
+  c.max_skipped_in_a_row = cfg.get_int("train.max_skipped_in_a_row", d.max_skipped_in_a_row, 1);
+  c.deterministic = cfg.get_bool("train.deterministic", d.deterministic);
+  c.optim = OptimConfig::from_config(cfg, "optim", c.steps);
+  return c;
+}
+
+at::Generator step_generator(uint64_t seed, int64_t step, int64_t stream) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ULL ^ (uint64_t(step) * 0xBF58476D1CE4E5B9ULL) ^
+               (uint64_t(stream) * 0x94D049BB133111EBULL);
+  x ^= x >> 31;
+  return at::make_generator<at::CPUGeneratorImpl>(x);
+}
+
+namespace {
+
+// The optimizer-side state of a run: what a checkpoint holds besides the step.
+struct LoopState {
+  NamedTensors params;
+  AdamW opt;
+  std::optional<Ema> ema;
+
+  LoopState(NamedTensors p, const LoopConfig& c) : params(std::move(p)), opt(params, c.optim) {
+    if (c.ema_decay > 0) ema.emplace(params, c.ema_decay);
+  }
+
+  // Runs `fn` with the EMA weights swapped in (sampling, export), then puts the trained weights back.
+  template <class Fn>
+  void with_ema(Fn&& fn) {
+    if (!ema) return fn();
+    std::vector<at::Tensor> backup;
+    for (auto& [n, p] : params) backup.push_back(p.detach().clone());
+    ema->copy_to(params);
+    fn();
+    torch::NoGradGuard ng;
+    for (size_t i = 0; i < params.size(); ++i) params[i].second.copy_(backup[i]);
+  }
+};
+
+void save(const LoopState& st, const LoopConfig& c, const std::string& stage, const RunDir& run, int64_t step) {
+  TrainCheckpoint ck;
+  ck.step = step;
+  for (auto& [n, p] : st.params) ck.files["model"][n] = p.detach();
+  ck.files["optimizer"] = st.opt.state();
+  if (st.ema) ck.files["ema"] = st.ema->tensors();
+  ck.state = {{"step", step}, {"stage", stage}, {"seed", c.seed}, {"determinism", determinism_fingerprint()}};
+  save_checkpoint(run.path, ck, int(c.keep_last));
+}
+
+// Returns the step to continue from: that of the newest complete checkpoint, or 0.
+int64_t restore(LoopState& st, const LoopConfig& c, const RunDir& run) {
+  auto dir = latest_checkpoint(run.path);
+  if (!dir) {
+    spdlog::info("--resume: no complete checkpoint in {}; starting at step 0", run.path);
+    return 0;
+  }
+  auto ck = load_checkpoint(*dir);
+  torch::NoGradGuard ng;
+  const auto& w = ck.files.at("model");
+  for (auto& [name, p] : st.params) {
+    auto it = w.find(name);
+    if (it == w.end()) fail("{}: model.safetensors has no tensor {}; the run's model changed", *dir, name);
+    p.copy_(it->second);
+  }
+  st.opt.load_state(ck.files.at("optimizer"), *dir + "/optimizer.safetensors");
+  if (st.ema) {
+    if (!ck.files.count("ema"))
+      fail("{} has no ema.safetensors but train.ema_decay = {}: the run was started without EMA; resume with "
+           "--set train.ema_decay=0, or start a new run",
+           *dir, c.ema_decay);
+    st.ema->load(ck.files.at("ema"), *dir + "/ema.safetensors");
+  }
+  if (ck.state.contains("determinism")) warn_determinism_mismatches(ck.state["determinism"], *dir);
+  spdlog::info("resumed from {} at step {}", *dir, ck.step);
+  return ck.step;
+}
+
+// Sums of a logging window.
+struct Window {
+  double loss = 0;
+  int64_t steps = 0, samples = 0;
+  std::map<std::string, std::pair<double, int64_t>> parts;
+  Clock::time_point t0 = Clock::now();
+
+  void add(const MicroStep& m) {
+    samples += m.samples;
+    for (auto& [k, v] : m.parts) parts[k].first += v.first, parts[k].second += v.second;
+  }
+  nlohmann::json record(int64_t done, double grad_norm, double lr, int64_t skipped) const {
+    double dt = std::max(std::chrono::duration<double>(Clock::now() - t0).count(), 1e-9);
+    nlohmann::json r = {{"step", done}, {"loss", loss / double(steps)}, {"grad_norm", grad_norm}, {"lr", lr},
+                        {"samples_per_s", double(samples) / dt}, {"steps_per_s", double(steps) / dt},
+                        {"skipped_steps", skipped}};
+    for (auto& [k, v] : parts)
+      if (v.second) r[k] = v.first / double(v.second);
+    return r;
+  }
+};
+
+// One optimizer step: the micro-batches, AdamW, the stuck check, EMA. Returns (loss, grad norm).
+std::pair<double, double> optimizer_step(TrainStage& stage, LoopState& st, const LoopConfig& c, const RunDir& run,
+                                         int64_t step, Window& w) {
+  double loss = 0;
+  for (int64_t micro = 0; micro < c.grad_accum; ++micro) {
+    auto m = stage.micro_step(step, micro, 1.0 / double(c.grad_accum));
+    loss += m.loss / double(c.grad_accum);
+    w.add(m);
+  }
+  double gn = st.opt.step(step);
+  st.opt.fail_if_stuck(c.max_skipped_in_a_row, stage.name(), step + 1, run.file("checkpoints"));
+  if (st.ema) st.ema->update(st.params, st.ema->warmup_decay(step));
+  return {loss, gn};
+}
+
+void export_final(TrainStage& stage, LoopState& st, const RunDir& run) {
+  std::string out = run.file("model"), tmp = run.file("model.tmp");
+  fs::remove_all(tmp);
+  st.with_ema([&] { stage.export_model(tmp); });
+  fs::remove_all(out);
+  fs::rename(tmp, out);
+}
+
+}  // namespace
+
+void apply_process_settings(const LoopConfig& c) {
+  if (c.deterministic) set_deterministic(true);
+  // Explicit, because an earlier stage in the same process may have changed it.
+  at::set_num_threads(int(c.threads > 0 ? c.threads : std::max(1u, std::thread::hardware_concurrency())));
+}
+
+LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& run, bool resume) {
+  auto t0 = Clock::now();
+  apply_process_settings(c);
+  LoopState st(stage.parameters(), c);
+  int64_t start = resume ? restore(st, c, run) : 0;
+  MetricsWriter metrics(run.file("metrics.jsonl"), resume && start > 0);
+  const int64_t end = c.stop_at > 0 ? std::min(c.stop_at, c.steps) : c.steps;
+  ProgressBar bar(c.steps, stage.name(), "step");
+  bar.update(start);
+  Window w;
+  LoopResult r;
+  stage.set_training(true);
+  for (int64_t step = start; step < end; ++step) {
+    auto [loss, gn] = optimizer_step(stage, st, c, run, step, w);
+    w.loss += loss;
+    ++w.steps;
+    bar.update(1, fmt::format("loss={:.4f}", loss));
+    int64_t done = step + 1;
+    if (done % c.log_every == 0 || done == c.steps) {
+      metrics.write(w.record(done, gn, lr_at(c.optim, step), st.opt.skipped()));
+      r.final_loss = w.loss / double(w.steps);
+      w = Window{};
+    }
+    if (c.sample_every > 0 && (done % c.sample_every == 0 || done == c.steps)) {
+      st.with_ema([&] { stage.write_samples(run.file("samples"), done); });
+      stage.set_training(true);  // sampling switched to eval
+    }
+    if (c.checkpoint_every > 0 && done % c.checkpoint_every == 0 && done != end) save(st, c, stage.name(), run, done);
+  }
+  bar.finish();
+  r.steps = std::max(start, end);
+  save(st, c, stage.name(), run, r.steps);
+  if (st.opt.skipped()) spdlog::warn("{} steps had a non-finite gradient norm and were skipped", st.opt.skipped());
+  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (end < c.steps) {
+    spdlog::info("{}: stopped at step {} of {} (train.stop_at); continue with --resume", stage.name(), end, c.steps);
+    return r;
+  }
+  export_final(stage, st, run);
+  r.finished = true;
+  r.model_dir = run.file("model");
+  spdlog::info("{} done: {} steps in {:.1f}s, loss {:.4f}; model in {}", stage.name(), c.steps, r.seconds,
+               r.final_loss, r.model_dir);
+  return r;
+}
+
+}  // namespace iomm
