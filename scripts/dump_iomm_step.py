@@ -20,6 +20,7 @@ import argparse
 import json
 import pathlib
 import shutil
+import sys
 
 import torch
 import torch.nn as nn
@@ -31,6 +32,9 @@ import diffusers
 import transformers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "conformance"))
+from test_mmdit import diffusers_to_bfl  # noqa: E402  the Python side's one diffusers -> BFL name map
+
 TOKENIZER = ROOT / "configs" / "world" / "tokenizer.json"
 SEED = 14
 
@@ -126,41 +130,10 @@ def make_flux():
 # ------------------------------------------------------------------------------------------------ names
 
 def flux_to_bfl(sd):
-    """diffusers FluxTransformer2DModel names -> BFL names (the inverse of diffusers' convert_flux_to_diffusers).
-    Also maps gradients: every BFL tensor is a concatenation or permutation of diffusers tensors."""
-    out = {}
-    pairs = {"x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear",
-             "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
-             "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer"}
-    for s in ("weight", "bias"):
-        for hf, bfl in pairs.items():
-            out[f"{bfl}.{s}"] = sd[f"{hf}.{s}"]
-        scale, shift = sd[f"norm_out.linear.{s}"].chunk(2, 0)  # diffusers: (scale, shift); BFL: (shift, scale)
-        out[f"final_layer.adaLN_modulation.1.{s}"] = torch.cat([shift, scale])
-    for i in range(GEN["depth"]):
-        h, b = f"transformer_blocks.{i}.", f"double_blocks.{i}."
-        for s in ("weight", "bias"):
-            out[f"{b}img_mod.lin.{s}"] = sd[f"{h}norm1.linear.{s}"]
-            out[f"{b}txt_mod.lin.{s}"] = sd[f"{h}norm1_context.linear.{s}"]
-            out[f"{b}img_attn.qkv.{s}"] = torch.cat([sd[f"{h}attn.to_{x}.{s}"] for x in "qkv"])
-            out[f"{b}txt_attn.qkv.{s}"] = torch.cat([sd[f"{h}attn.add_{x}_proj.{s}"] for x in "qkv"])
-            out[f"{b}img_attn.proj.{s}"] = sd[f"{h}attn.to_out.0.{s}"]
-            out[f"{b}txt_attn.proj.{s}"] = sd[f"{h}attn.to_add_out.{s}"]
-            out[f"{b}img_mlp.0.{s}"] = sd[f"{h}ff.net.0.proj.{s}"]
-            out[f"{b}img_mlp.2.{s}"] = sd[f"{h}ff.net.2.{s}"]
-            out[f"{b}txt_mlp.0.{s}"] = sd[f"{h}ff_context.net.0.proj.{s}"]
-            out[f"{b}txt_mlp.2.{s}"] = sd[f"{h}ff_context.net.2.{s}"]
-        for stream, q, k in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
-            out[f"{b}{stream}_attn.norm.query_norm.scale"] = sd[f"{h}attn.{q}.weight"]
-            out[f"{b}{stream}_attn.norm.key_norm.scale"] = sd[f"{h}attn.{k}.weight"]
-    for i in range(GEN["depth_single_blocks"]):
-        h, b = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
-        for s in ("weight", "bias"):
-            out[f"{b}modulation.lin.{s}"] = sd[f"{h}norm.linear.{s}"]
-            out[f"{b}linear1.{s}"] = torch.cat([sd[f"{h}attn.to_{x}.{s}"] for x in "qkv"] + [sd[f"{h}proj_mlp.{s}"]])
-            out[f"{b}linear2.{s}"] = sd[f"{h}proj_out.{s}"]
-        out[f"{b}norm.query_norm.scale"] = sd[f"{h}attn.norm_q.weight"]
-        out[f"{b}norm.key_norm.scale"] = sd[f"{h}attn.norm_k.weight"]
+    """diffusers FluxTransformer2DModel names -> BFL names, by the conformance tests' one map (test_mmdit), less the
+    pooled-text embedder that iomm's IOMM generator does not have (zeroed and frozen in the reference). Also maps
+    gradients: every BFL tensor is a concatenation or permutation of diffusers tensors."""
+    out = {k: v for k, v in diffusers_to_bfl(sd).items() if not k.startswith("vector_in.")}
     n_trainable = sum(1 for k in sd if not k.startswith("time_text_embed.text_embedder."))
     fused = 8 * GEN["depth"] + 6 * GEN["depth_single_blocks"]  # q, k, v (+ proj_mlp) become one tensor
     assert len(out) == n_trainable - fused, "every trainable diffusers tensor mapped exactly once"
