@@ -286,8 +286,9 @@ struct StepData {
   at::Tensor pixels;
 };
 
-// Captioning on the shared loop. Step s's batch is stream indices [s·B, (s+1)·B): it depends on the step alone, so
-// the next one is rendered on another thread while this one trains (rendering costs about a fifth of a step).
+// Captioning on the shared loop. Micro-batch k = step·grad_accum + micro is stream indices [k·B, (k+1)·B): it depends
+// on k alone, so the next one is rendered on another thread while this one trains (rendering costs about a fifth of
+// a step).
 class UnderstandingStage : public TrainStage {
  public:
   UnderstandingStage(const UnderstandingConfig& c, Tokenizer tok, InternVL model)
@@ -297,10 +298,11 @@ class UnderstandingStage : public TrainStage {
   NamedTensors parameters() override { return trainable_parameters(*model_); }
   void set_training(bool on) override { model_->train(on); }
   MicroStep micro_step(int64_t step, int64_t micro, double scale) override {
-    StepData data = next_step_ == step && next_.valid() ? next_.get() : prepare(step);
-    if (step + 1 < c_.loop.steps) {
-      next_ = std::async(std::launch::async, [this, s = step + 1] { return prepare(s); });
-      next_step_ = step + 1;
+    const int64_t k = step * c_.loop.grad_accum + micro;
+    StepData data = next_k_ == k && next_.valid() ? next_.get() : prepare(k);
+    if (k + 1 < c_.loop.steps * c_.loop.grad_accum) {
+      next_ = std::async(std::launch::async, [this, n = k + 1] { return prepare(n); });
+      next_k_ = k + 1;
     }
     auto loss = caption_loss(*model_, data.batch, data.pixels);
     (loss * scale).backward();
@@ -312,8 +314,8 @@ class UnderstandingStage : public TrainStage {
   }
 
  private:
-  StepData prepare(int64_t step) const {
-    auto data = world_captions(c_.stream_seed(), static_cast<uint64_t>(step * c_.batch_size), c_.batch_size,
+  StepData prepare(int64_t k) const {
+    auto data = world_captions(c_.stream_seed(), static_cast<uint64_t>(k * c_.batch_size), c_.batch_size,
                                c_.image_size);
     return {make_caption_batch(tok_, data.captions, c_.model.tokens_per_tile()),
             internvl_condition_pixels(data.images, c_.model.tile_size)};
@@ -323,7 +325,7 @@ class UnderstandingStage : public TrainStage {
   Tokenizer tok_;
   InternVL model_;
   std::future<StepData> next_;
-  int64_t next_step_ = -1;
+  int64_t next_k_ = -1;
 };
 
 // Scores the exported model as every consumer will load it; writes RUN/caption_eval.json and a metrics record.

@@ -7,8 +7,8 @@
 // size), inside InternVL3's chat form:
 //   <|im_start|>user\n<img><IMG_CONTEXT>×T</img>\nDescribe the image.<|im_end|>\n<|im_start|>assistant\n
 //   {caption}<|im_end|>
-// with cross entropy on the assistant's tokens (caption + <|im_end|>) only. Step s uses stream indices
-// [s·B, (s+1)·B); evaluation uses indices from kEvalFirstIndex on, which training never reaches.
+// with cross entropy on the assistant's tokens (caption + <|im_end|>) only. Micro-batch k = step·grad_accum + micro
+// uses stream indices [k·B, (k+1)·B); evaluation uses indices from kEvalFirstIndex on, which training never reaches.
 //
 // Output: RUN/model/ = config.json (internvl_chat, original layout) + model.safetensors + tokenizer.json, read by
 // load_internvl(RUN/model) and Tokenizer::load(RUN/model); RUN/caption_eval.json; RUN/metrics.jsonl.
