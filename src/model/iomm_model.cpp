@@ -2,12 +2,10 @@
 
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "core/config.h"
 #include "core/error.h"
-#include "core/fs.h"
 #include "core/tensor_io.h"
 #include "model/model_dir.h"
 #include "models/hf_config.h"

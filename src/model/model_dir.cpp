@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -18,15 +20,8 @@ bool is_path_value(const std::string& key, const std::string& v) {
   return !v.empty() && !(key == "model.autoencoder" && (v == "identity" || v == "pixel"));
 }
 
-// `value` as TOML text (a basic string), for Config::set.
-std::string toml_string(const std::string& value) {
-  std::string out = "\"";
-  for (char ch : value) {
-    if (ch == '"' || ch == '\\') out += '\\';
-    out += ch;
-  }
-  return out + "\"";
-}
+// `value` as TOML text for Config::set: a JSON string is a valid TOML basic string (escapes included).
+std::string toml_string(const std::string& value) { return nlohmann::json(value).dump(); }
 
 }  // namespace
 

@@ -1,27 +1,18 @@
 #include "train/generator_trainer.h"
 
-#include <chrono>
 #include <filesystem>
-#include <thread>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "core/config.h"
 #include "core/error.h"
-#include "core/metrics.h"
-#include "core/progress.h"
 #include "core/run_dir.h"
 #include "data/image.h"
 #include "data/image_pool.h"
-#include "models/weights.h"
 #include "model/iomm_model.h"
 #include "model/model_dir.h"
 #include "report/image_grid.h"  // iomm::report
-#include "train/checkpoint.h"
-#include "train/determinism.h"
-#include "train/optimizer.h"
 #include "train/trainer.h"
 
 namespace iomm {
