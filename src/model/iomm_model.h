@@ -111,6 +111,7 @@ class IommModel {
 
   const IommModelConfig& config() const { return config_; }
   const IommConditionerImpl& conditioner() const { return *conditioner_; }  // read-only: tokenizer, templates
+  const Autoencoder& autoencoder() const { return *autoencoder_; }
   int64_t latent_side() const;
   int64_t image_seq_len() const;
   int64_t generator_parameters() const;

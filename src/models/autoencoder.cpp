@@ -452,9 +452,11 @@ ForwardComponent vae_encode_forward_component() {
            "sample [B,3,H,W] in [-1,1] -> latent_dist.mean [B,16,H/8,W/8]";
   c.inputs = {"sample"};
   c.outputs = {"latent_dist.mean"};
-  c.run = [](const ForwardOptions& opt, const TensorMap& in) {
+  c.load = [](const ForwardOptions& opt) {
     auto m = load_flux_ae(opt.model_dir, opt.device, opt.dtype);
-    return TensorMap{{"latent_dist.mean", m->encode_mean(on_model(m, in.at("sample"))).to(torch::kFloat32)}};
+    return LoadedComponent{m->parameters(), [m](const TensorMap& in) mutable {
+      return TensorMap{{"latent_dist.mean", m->encode_mean(on_model(m, in.at("sample"))).to(torch::kFloat32)}};
+    }};
   };
   return c;
 }
@@ -467,15 +469,17 @@ ForwardComponent vae_decode_forward_component() {
   c.inputs = {"z"};
   c.optional_inputs = {"tile_latent_size", "tile_overlap"};  // scalars: diffusers' tiled_decode when given
   c.outputs = {"sample"};
-  c.run = [](const ForwardOptions& opt, const TensorMap& in) {
+  c.load = [](const ForwardOptions& opt) {
     auto m = load_flux_ae(opt.model_dir, opt.device, opt.dtype);
-    auto z = on_model(m, in.at("z"));
-    if (in.count("tile_latent_size")) {
-      double overlap = in.count("tile_overlap") ? in.at("tile_overlap").item<double>() : 0.25;
-      auto tile = in.at("tile_latent_size").item<int64_t>();
-      return TensorMap{{"sample", m->decode_raw_tiled(z, tile, overlap).to(torch::kFloat32)}};
-    }
-    return TensorMap{{"sample", m->decode_raw(z).to(torch::kFloat32)}};
+    return LoadedComponent{m->parameters(), [m](const TensorMap& in) mutable {
+      auto z = on_model(m, in.at("z"));
+      if (in.count("tile_latent_size")) {
+        double overlap = in.count("tile_overlap") ? in.at("tile_overlap").item<double>() : 0.25;
+        auto tile = in.at("tile_latent_size").item<int64_t>();
+        return TensorMap{{"sample", m->decode_raw_tiled(z, tile, overlap).to(torch::kFloat32)}};
+      }
+      return TensorMap{{"sample", m->decode_raw(z).to(torch::kFloat32)}};
+    }};
   };
   return c;
 }

@@ -27,6 +27,8 @@ namespace iomm {
 
 // ---------------------------------------------------------------------------------------------------- interface
 
+struct AutoencoderConfig;
+
 // What training and sampling need from an autoencoder. Images are [B, C, H, W] in [-1, 1]; latents are the
 // generator's space (already scaled and shifted).
 class Autoencoder {
@@ -37,6 +39,8 @@ class Autoencoder {
   virtual int64_t latent_channels() const = 0;
   virtual int64_t downsample_factor() const = 0;  // f
   virtual std::string describe() const = 0;
+  // The architecture of a FLUX / AutoencoderKL autoencoder (FLOP counts); null for pixel space.
+  virtual const AutoencoderConfig* flux_config() const { return nullptr; }
 };
 
 // Pixel space: the latent is the image itself.
@@ -182,6 +186,7 @@ class FluxAutoencoder : public Autoencoder {
   int64_t latent_channels() const override { return model_->config.latent_channels; }
   int64_t downsample_factor() const override { return model_->config.downsample_factor(); }
   std::string describe() const override;
+  const AutoencoderConfig* flux_config() const override { return &model_->config; }
   FluxAE& model() { return model_; }
   // Decode latents larger than `tile_latent` (in latent pixels) in tiles (decode_raw_tiled); 0 turns tiling off.
   void set_tiling(int64_t tile_latent, double overlap = 0.25);

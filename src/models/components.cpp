@@ -46,8 +46,7 @@ const ForwardComponent& find_forward_component(const std::string& name) {
   fail("unknown component '{}'; known components: {}", name, join(names));
 }
 
-TensorMap run_forward(const ForwardComponent& c, const ForwardOptions& opt, const TensorMap& inputs,
-                      const std::string& source) {
+void check_component_inputs(const ForwardComponent& c, const TensorMap& inputs, const std::string& source) {
   std::vector<std::string> missing, unexpected;
   for (auto& n : c.inputs)
     if (!inputs.count(n)) missing.push_back(n);
@@ -59,10 +58,19 @@ TensorMap run_forward(const ForwardComponent& c, const ForwardOptions& opt, cons
   if (!missing.empty() || !unexpected.empty())
     fail("{}: component '{}' takes inputs [{}] and optionally [{}]; missing: {}; unexpected: {}", source, c.name,
          join(c.inputs), join(c.optional_inputs), join(missing), join(unexpected));
-  torch::NoGradGuard no_grad;
-  TensorMap out = c.run(opt, inputs);
+}
+
+void check_component_outputs(const ForwardComponent& c, const TensorMap& out) {
   for (auto& n : c.outputs)
     if (!out.count(n)) fail("component '{}' did not produce its output '{}' (a bug in iomm)", c.name, n);
+}
+
+TensorMap run_forward(const ForwardComponent& c, const ForwardOptions& opt, const TensorMap& inputs,
+                      const std::string& source) {
+  check_component_inputs(c, inputs, source);
+  torch::NoGradGuard no_grad;
+  TensorMap out = c.load(opt).run(inputs);
+  check_component_outputs(c, out);
   return out;
 }
 

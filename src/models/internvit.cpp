@@ -191,10 +191,12 @@ ForwardComponent internvit_forward_component() {
            "[B,1+patches,C] (CLS first, no final norm; position embeddings interpolated for other sizes)";
   c.inputs = {"pixel_values"};
   c.outputs = {"last_hidden_state"};
-  c.run = [](const ForwardOptions& opt, const TensorMap& in) {
+  c.load = [](const ForwardOptions& opt) {
     auto m = load_internvit(opt.model_dir, opt.device, opt.dtype);
-    auto h = m->forward(in.at("pixel_values").to(torch::Device(opt.device)));
-    return TensorMap{{"last_hidden_state", h.to(torch::kFloat32)}};
+    return LoadedComponent{m->parameters(), [m, opt](const TensorMap& in) mutable {
+      auto h = m->forward(in.at("pixel_values").to(torch::Device(opt.device)));
+      return TensorMap{{"last_hidden_state", h.to(torch::kFloat32)}};
+    }};
   };
   return c;
 }

@@ -202,16 +202,18 @@ ForwardComponent internvl_forward_component() {
   c.inputs = {"input_ids", "pixel_values"};
   c.optional_inputs = {"attention_mask", "position_ids"};
   c.outputs = {"last_hidden_state", "vit_embeds"};
-  c.run = [](const ForwardOptions& opt, const TensorMap& in) {
+  c.load = [](const ForwardOptions& opt) {
     auto m = load_internvl(opt.model_dir, opt.device, opt.dtype);
-    auto dev = torch::Device(opt.device);
-    auto get = [&](const char* n) { return in.count(n) ? in.at(n).to(dev) : at::Tensor(); };
-    auto r = m->forward(get("input_ids"), get("attention_mask"), get("pixel_values"), get("position_ids"));
-    TensorMap out{{"last_hidden_state", r.last_hidden_state.to(torch::kFloat32)},
-                  {"vit_embeds", r.vit_embeds.to(torch::kFloat32)}};
-    if (m->language_model->lm_head)
-      out["logits"] = m->language_model->lm_head->forward(r.last_hidden_state).to(torch::kFloat32);
-    return out;
+    return LoadedComponent{m->parameters(), [m, opt](const TensorMap& in) mutable {
+      auto dev = torch::Device(opt.device);
+      auto get = [&](const char* n) { return in.count(n) ? in.at(n).to(dev) : at::Tensor(); };
+      auto r = m->forward(get("input_ids"), get("attention_mask"), get("pixel_values"), get("position_ids"));
+      TensorMap out{{"last_hidden_state", r.last_hidden_state.to(torch::kFloat32)},
+                    {"vit_embeds", r.vit_embeds.to(torch::kFloat32)}};
+      if (m->language_model->lm_head)
+        out["logits"] = m->language_model->lm_head->forward(r.last_hidden_state).to(torch::kFloat32);
+      return out;
+    }};
   };
   return c;
 }

@@ -81,15 +81,17 @@ ForwardComponent internvl_tiles_forward_component() {
            "-> pixel_values [tiles,3,448,448]";
   c.inputs = {"image"};
   c.outputs = {"pixel_values"};
-  c.run = [](const ForwardOptions&, const TensorMap& in) {
-    const auto& t = in.at("image");
-    if (t.scalar_type() != torch::kUInt8 || t.dim() != 3)
-      fail("internvl_tiles: image must be uint8 [H, W, C], got {} {}", c10::toString(t.scalar_type()),
-           c10::str(t.sizes()));
-    Image img(static_cast<int>(t.size(1)), static_cast<int>(t.size(0)), static_cast<int>(t.size(2)));
-    auto hwc = t.contiguous();
-    std::memcpy(img.pixels.data(), hwc.data_ptr<uint8_t>(), img.pixels.size());
-    return TensorMap{{"pixel_values", internvl_dynamic_tiles(img)}};
+  c.load = [](const ForwardOptions&) {
+    return LoadedComponent{{}, [](const TensorMap& in) {
+      const auto& t = in.at("image");
+      if (t.scalar_type() != torch::kUInt8 || t.dim() != 3)
+        fail("internvl_tiles: image must be uint8 [H, W, C], got {} {}", c10::toString(t.scalar_type()),
+             c10::str(t.sizes()));
+      Image img(static_cast<int>(t.size(1)), static_cast<int>(t.size(0)), static_cast<int>(t.size(2)));
+      auto hwc = t.contiguous();
+      std::memcpy(img.pixels.data(), hwc.data_ptr<uint8_t>(), img.pixels.size());
+      return TensorMap{{"pixel_values", internvl_dynamic_tiles(img)}};
+    }};
   };
   return c;
 }

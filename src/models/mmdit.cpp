@@ -574,19 +574,21 @@ ForwardComponent mmdit_forward_component() {
   c.inputs = {"hidden_states", "encoder_hidden_states", "timestep", "img_ids", "txt_ids"};
   c.optional_inputs = {"pooled_projections", "guidance", "txt_mask"};
   c.outputs = {"sample"};
-  c.run = [](const ForwardOptions& opt, const TensorMap& in) {
+  c.load = [](const ForwardOptions& opt) {
     auto m = load_mmdit(opt.model_dir, opt.device, opt.dtype);
-    auto get = [&](const char* n) { return in.count(n) ? in.at(n) : at::Tensor(); };
-    MMDiTInput x;
-    x.img = get("hidden_states");
-    x.txt = get("encoder_hidden_states");
-    x.timesteps = get("timestep");
-    x.img_ids = get("img_ids");
-    x.txt_ids = get("txt_ids");
-    x.y = get("pooled_projections");
-    x.guidance = get("guidance");
-    x.txt_mask = get("txt_mask");
-    return TensorMap{{"sample", m->forward(x).to(torch::kFloat32)}};
+    return LoadedComponent{m->parameters(), [m](const TensorMap& in) mutable {
+      auto get = [&](const char* n) { return in.count(n) ? in.at(n) : at::Tensor(); };
+      MMDiTInput x;
+      x.img = get("hidden_states");
+      x.txt = get("encoder_hidden_states");
+      x.timesteps = get("timestep");
+      x.img_ids = get("img_ids");
+      x.txt_ids = get("txt_ids");
+      x.y = get("pooled_projections");
+      x.guidance = get("guidance");
+      x.txt_mask = get("txt_mask");
+      return TensorMap{{"sample", m->forward(x).to(torch::kFloat32)}};
+    }};
   };
   return c;
 }

@@ -213,19 +213,21 @@ ForwardComponent qwen2_forward_component() {
            "-> last_hidden_state (after the final norm) [+ logits when the checkpoint has an LM head]";
   c.optional_inputs = {"input_ids", "inputs_embeds", "attention_mask", "position_ids"};
   c.outputs = {"last_hidden_state"};
-  c.run = [](const ForwardOptions& opt, const TensorMap& in) {
+  c.load = [](const ForwardOptions& opt) {
     auto m = load_qwen2(opt.model_dir, opt.device, opt.dtype);
-    auto dev = torch::Device(opt.device);
-    auto dt = dtype_from_name(opt.dtype);
-    auto get = [&](const char* n) { return in.count(n) ? in.at(n).to(dev) : at::Tensor(); };
-    at::Tensor embeds = get("inputs_embeds");
-    if (embeds.defined() == in.count("input_ids") > 0)
-      fail("qwen2: give exactly one of input_ids and inputs_embeds");
-    embeds = embeds.defined() ? embeds.to(dt) : m->model->embed(get("input_ids").to(torch::kLong));
-    auto r = m->model->forward_embeds(embeds, get("attention_mask"), get("position_ids"));
-    TensorMap out{{"last_hidden_state", r.last_hidden_state.to(torch::kFloat32)}};
-    if (m->lm_head) out["logits"] = m->lm_head->forward(r.last_hidden_state).to(torch::kFloat32);
-    return out;
+    return LoadedComponent{m->parameters(), [m, opt](const TensorMap& in) mutable {
+      auto dev = torch::Device(opt.device);
+      auto dt = dtype_from_name(opt.dtype);
+      auto get = [&](const char* n) { return in.count(n) ? in.at(n).to(dev) : at::Tensor(); };
+      at::Tensor embeds = get("inputs_embeds");
+      if (embeds.defined() == in.count("input_ids") > 0)
+        fail("qwen2: give exactly one of input_ids and inputs_embeds");
+      embeds = embeds.defined() ? embeds.to(dt) : m->model->embed(get("input_ids").to(torch::kLong));
+      auto r = m->model->forward_embeds(embeds, get("attention_mask"), get("position_ids"));
+      TensorMap out{{"last_hidden_state", r.last_hidden_state.to(torch::kFloat32)}};
+      if (m->lm_head) out["logits"] = m->lm_head->forward(r.last_hidden_state).to(torch::kFloat32);
+      return out;
+    }};
   };
   return c;
 }

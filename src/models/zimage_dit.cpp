@@ -430,14 +430,16 @@ ForwardComponent zimage_forward_component() {
   c.inputs = {"x", "t", "cap_feats"};
   c.optional_inputs = {"cap_mask"};
   c.outputs = {"sample"};
-  c.run = [](const ForwardOptions& opt, const TensorMap& in) {
+  c.load = [](const ForwardOptions& opt) {
     auto m = load_zimage(opt.model_dir, opt.device, opt.dtype);
-    ZImageInput x;
-    x.x = in.at("x");
-    x.t = in.at("t");
-    x.cap_feats = in.at("cap_feats");
-    if (in.count("cap_mask")) x.cap_mask = in.at("cap_mask");
-    return TensorMap{{"sample", m->forward(x).to(torch::kFloat32)}};
+    return LoadedComponent{m->parameters(), [m](const TensorMap& in) mutable {
+      ZImageInput x;
+      x.x = in.at("x");
+      x.t = in.at("t");
+      x.cap_feats = in.at("cap_feats");
+      if (in.count("cap_mask")) x.cap_mask = in.at("cap_mask");
+      return TensorMap{{"sample", m->forward(x).to(torch::kFloat32)}};
+    }};
   };
   return c;
 }
