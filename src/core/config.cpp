@@ -138,12 +138,18 @@ Config load_file(const std::string& path, std::vector<std::string>& chain) {
   ss << in.rdbuf();
   auto own = Config::parse(ss.str(), path);
   if (!own.has("base")) return own;
-  // `base = "file.toml"` (relative to this file): that file first, this one on top. One base file per family of
-  // configs keeps the settings the stages share in one place.
-  auto base = own.get_string("base", "");
-  if (base.empty()) fail("{}: base must name a TOML file (relative to this one)", path);
+  // `base = "file.toml"` or a list of files (relative to this file): those first, in order, this one on top. One
+  // base per family of configs keeps the settings the stages share in one place; a list composes a model with a
+  // stage (bench/configs/tiny.toml).
+  auto peek = toml::parse(ss.str(), path);
+  auto bases = peek["base"].is_string() ? std::vector<std::string>{own.get_string("base", "")}
+                                        : own.get_string_list("base", {});
+  if (bases.empty() || std::find(bases.begin(), bases.end(), "") != bases.end())
+    fail("{}: base must name a TOML file or a list of them (relative to this one)", path);
   chain.push_back(path);
-  auto merged = load_file((std::filesystem::path(path).parent_path() / base).lexically_normal().string(), chain);
+  Config merged;
+  for (auto& base : bases)
+    merged.merge(load_file((std::filesystem::path(path).parent_path() / base).lexically_normal().string(), chain));
   chain.pop_back();
   merged.merge(own);
   merged.erase("base");
@@ -176,7 +182,7 @@ void Config::merge(const Config& over) {
 void Config::set(const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
-    fail("--set '{}': expected key=value, e.g. --set train.lr=1e-4", assignment);
+    fail("--set '{}': expected key=value, e.g. --set optim.lr=1e-4", assignment);
   std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
   try {
     toml::table t = toml::parse("v = " + value);

@@ -120,6 +120,15 @@ TEST(Config, BaseFileLoadsFirstAndTheFileOverrides) {
   EXPECT_NE(msg.find("cycle"), std::string::npos) << msg;
   msg = error_of([&] { put("c.toml", "base = \"missing.toml\"\n"); Config::load((dir / "c.toml").string()); });
   EXPECT_NE(msg.find("missing.toml"), std::string::npos) << msg;
+  // A list: applied in order (the later base wins), the file on top of both.
+  put("model.toml", "[model]\nwidth = 8\n[train]\nsteps = 5\nseed = 3\n");
+  put("sub/both.toml", "base = [\"../model.toml\", \"../base.toml\"]\n[train]\nseed = 7\n");
+  cfg = Config::load((dir / "sub/both.toml").string());
+  EXPECT_EQ(cfg.get_int("model.width", 0), 8);
+  EXPECT_EQ(cfg.get_int("train.steps", 0), 10);  // base.toml comes after model.toml
+  EXPECT_EQ(cfg.get_int("train.seed", 0), 7);
+  msg = error_of([&] { put("d.toml", "base = []\n"); Config::load((dir / "d.toml").string()); });
+  EXPECT_NE(msg.find("base must name"), std::string::npos) << msg;
   std::filesystem::remove_all(dir);
 }
 
