@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
 #if IOMM_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -75,18 +76,38 @@ json timing_stats(std::vector<double> t) {
           {"mean", std::accumulate(t.begin(), t.end(), 0.0) / double(n)}, {"p10", rank(0.1)}, {"p90", rank(0.9)}};
 }
 
-// Runs fn(i) for i < warmup + steps; returns the wall times of the last `steps` calls.
+// torch's profiler (Kineto) over the timed steps, saved as a Chrome trace.
+void start_profile(const std::string& path, const c10::Device& d) {
+  if (path.empty()) return;
+  namespace tp = torch::profiler::impl;
+  tp::ProfilerConfig config(tp::ProfilerState::KINETO);
+  std::set<tp::ActivityType> acts = {tp::ActivityType::CPU};
+  if (d.is_cuda()) acts.insert(tp::ActivityType::CUDA);
+  torch::autograd::profiler::prepareProfiler(config, acts);
+  torch::autograd::profiler::enableProfiler(config, acts);
+}
+
+void stop_profile(const std::string& path) {
+  if (path.empty()) return;
+  torch::autograd::profiler::disableProfiler()->save(path);
+  fmt::print(stderr, "bench: profile of the timed steps -> {} (summary: python3 scripts/profile_summary.py {})\n",
+             path, path);
+}
+
+// Runs fn(i) for i < warmup + steps; returns the wall times of the last `steps` calls (profiled with o.profile).
 template <class Fn>
-std::vector<double> time_calls(int64_t warmup, int64_t steps, const c10::Device& d, Fn&& fn) {
+std::vector<double> time_calls(const BenchOptions& o, const c10::Device& d, Fn&& fn) {
   std::vector<double> times;
+  const int64_t warmup = o.warmup, steps = o.steps;
   for (int64_t i = 0; i < warmup + steps; ++i) {
-    if (i == warmup) reset_peak_memory(d);
+    if (i == warmup) reset_peak_memory(d), start_profile(o.profile, d);
     sync(d);
     auto t0 = Clock::now();
     fn(i);
     sync(d);
     if (i >= warmup) times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
+  stop_profile(o.profile);
   return times;
 }
 
@@ -265,7 +286,7 @@ json bench_train(Config& cfg, const BenchOptions& o) {
   model.set_training(true);
   std::vector<double> losses;
   auto dev = model_device(model);
-  auto times = time_calls(o.warmup, o.steps, dev, [&](int64_t step) {
+  auto times = time_calls(o, dev, [&](int64_t step) {
     auto g = step_generator(loop.seed, step, 0);  // unused draws: the batch fixes masks, t and noise
     auto fl = model.loss(batch, s.timesteps, g);
     fl.loss.backward();
@@ -314,7 +335,7 @@ json bench_generate(Config& cfg, const BenchOptions& o, const GenerateBenchOptio
   if (!o.dump.empty()) dump_model(*model, o.dump);
   at::Tensor images;
   auto dev = model_device(*model);
-  auto times = time_calls(o.warmup, o.steps, dev, [&](int64_t) { images = model->generate(conds, go); });
+  auto times = time_calls(o, dev, [&](int64_t) { images = model->generate(conds, go); });
   std::vector<ConditionInput> un(conds.size(), ConditionInput{ConditionKind::uncond, "", {}});
   auto flops = generation_flops(*model, condition_shape(*model, conds), condition_shape(*model, un), g.steps,
                                 g.cfg_scale != 1.0);
@@ -347,7 +368,7 @@ json bench_component(const std::string& name, const ForwardOptions& fo, const Te
       if (t.is_floating_point()) t = t.detach().clone().requires_grad_(true);
   }
   c10::Device dev(fo.device);
-  auto times = time_calls(o.warmup, o.steps, dev, [&](int64_t) {
+  auto times = time_calls(o, dev, [&](int64_t) {
     torch::AutoGradMode grad(backward);
     auto out = loaded.run(in);
     check_component_outputs(c, out);

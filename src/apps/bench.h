@@ -22,6 +22,7 @@ struct BenchOptions {
   double peak_tflops = 989.0;  // the device's dense peak for MFU (H100/H200 SXM bf16); MFU is null on the CPU
   bool perturb = true;         // non-trivial weights instead of adaLN-Zero (so every part shapes the loss)
   std::string dump;            // directory for the peer (empty: none)
+  std::string profile;         // a Chrome trace of the timed steps (torch's profiler; scripts/profile_summary.py)
 };
 
 struct GenerateBenchOptions {

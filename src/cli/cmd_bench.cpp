@@ -29,6 +29,7 @@ void add_common(CLI::App* app, Args& a, const char* steps_help) {
   app->add_option("--peak-tflops", a.bench.peak_tflops, "The device's dense peak for MFU (default: H100/H200 bf16)")
       ->capture_default_str();
   app->add_flag("--json", a.json, "Print the result as one JSON object");
+  app->add_option("--profile", a.bench.profile, "Write a Chrome trace of the timed steps (torch's profiler)");
 }
 
 void add_model_source(CLI::App* app, Args& a) {

@@ -268,9 +268,13 @@ at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tens
 }
 
 // [B, L, H*Dh] -> q, k, v each [B, H, L, Dh], QK-normed (FLUX's order: norm, then cast to v's dtype).
+// [B, L, H*Dh] -> q, k, v each [B, H, L, Dh], QK-normed (FLUX's order: norm, then cast to v's dtype).
+// unbind, not t[0..2]: each select's backward zero-fills and copies a full qkv-sized gradient; unbind's is one stack.
+// (Unbinding [B, L, 3, H, Dh] along the 3 instead, to skip the permute copy in backward, measured slower: the
+// strided stack costs more than the copy it saves.)
 static std::array<at::Tensor, 3> split_qkv(const at::Tensor& qkv, int64_t heads, int64_t head_dim, QKNormImpl& norm) {
   int64_t B = qkv.size(0), L = qkv.size(1);
-  auto t = qkv.view({B, L, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
+  auto t = qkv.view({B, L, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).unbind(0);
   auto q = norm.query_norm->forward(t[0]).to(t[2].scalar_type());
   auto k = norm.key_norm->forward(t[1]).to(t[2].scalar_type());
   return {q, k, t[2]};
@@ -306,7 +310,8 @@ RopeTables flux_rope(const at::Tensor& ids, const std::vector<int64_t>& axes_dim
 at::Tensor apply_flux_rope(const at::Tensor& x, const RopeTables& pe) {
   auto s = x.sizes().vec();
   auto xf = x.to(at::promote_types(x.scalar_type(), torch::kFloat32)).reshape({s[0], s[1], s[2], s[3] / 2, 2});
-  auto x0 = xf.select(-1, 0), x1 = xf.select(-1, 1);
+  auto pair = xf.unbind(-1);  // not two selects: their backward zero-fills a full-size gradient each
+  const auto &x0 = pair[0], &x1 = pair[1];
   auto c = pe.cos.unsqueeze(1), sn = pe.sin.unsqueeze(1);  // [Bp, 1, L, Dh/2]
   auto out = torch::stack({c * x0 - sn * x1, sn * x0 + c * x1}, -1).flatten(3);
   return out.to(x.scalar_type());
@@ -339,7 +344,8 @@ std::pair<at::Tensor, at::Tensor> DoubleStreamBlockImpl::forward(const at::Tenso
   auto q = torch::cat({tq[0], iq[0]}, 2), k = torch::cat({tq[1], iq[1]}, 2), v = torch::cat({tq[2], iq[2]}, 2);
   auto attn = flux_attention(q, k, v, pe, mask);
   int64_t L = txt.size(1);
-  auto txt_a = attn.narrow(1, 0, L), img_a = attn.narrow(1, L, attn.size(1) - L);
+  auto parts = attn.split_with_sizes({L, attn.size(1) - L}, 1);  // one cat in backward, not two zero-filled slices
+  const auto &txt_a = parts[0], &img_a = parts[1];
 
   auto img_out = img + im[2] * img_attn->proj->forward(img_a);
   img_out = img_out + im[5] * img_mlp->forward(modulate(img_out, im[3], im[4]));
@@ -361,7 +367,8 @@ at::Tensor SingleStreamBlockImpl::forward(const at::Tensor& x, const at::Tensor&
                                           const at::Tensor& mask) {
   auto m = modulation->forward(vec);  // shift, scale, gate
   auto h = linear1->forward(modulate(x, m[0], m[1]));
-  auto qkv = h.narrow(-1, 0, 3 * hidden), mlp = h.narrow(-1, 3 * hidden, mlp_hidden);
+  auto parts = h.split_with_sizes({3 * hidden, mlp_hidden}, -1);  // qkv | mlp (one cat in backward)
+  const auto &qkv = parts[0], &mlp = parts[1];
   auto t = split_qkv(qkv, heads, head_dim, *norm);
   auto attn = flux_attention(t[0], t[1], t[2], pe, mask);
   auto out = linear2->forward(torch::cat({attn, at::gelu(mlp, "tanh")}, 2));
