@@ -63,11 +63,14 @@ sizes() {  # name -> TRAIN_WARMUP TRAIN_STEPS GEN_IMAGES GEN_STEPS GEN_CALLS
     tiny:1) echo 1 3 2 4 1 ;;
     small-real:0) echo 1 2 1 4 2 ;;
     small-real:1) echo 1 1 1 2 1 ;;
+    iomm-b:0) echo 3 20 4 28 5 ;;
     *) echo 1 3 2 4 2 ;;
   esac
 }
 
-peer() { "$PY" "$PEER/peer.py" "$@"; }
+# PEER_DTYPE: empty for the checks (the dump's float32), then the dtype iomm timed in (its result's "dtype").
+PEER_DTYPE=""
+peer() { "$PY" "$PEER/peer.py" "$@" ${PEER_DTYPE:+--dtype "$PEER_DTYPE"}; }
 
 run_config() {
   local name=$1 cfg=$CONFIG_DIR/$1.toml out=$RESULTS/$1 ck=$WORK/$1/checkpoints dump=$WORK/$1/dump
@@ -83,12 +86,15 @@ run_config() {
   local gen=("$IOMM" bench generate --config "$cfg" "${sets[@]}" --threads "$THREADS" --images "$gi"
              --sampler-steps "$gs" --json)
 
-  # The check: the first step's loss and the one after an AdamW update (the timing rounds replay the same batch).
+  # The check: the first step's loss and the one after an AdamW update (the timing rounds replay the same batch),
+  # in float32 whatever the config's dtype (bf16 rounding would hide a wrong computation); the rounds then time both
+  # sides in the config's dtype.
   echo "== $name: check (iomm's dump -> peer --check)"
-  "${train[@]}" --warmup 0 --steps 2 --dump "$dump/train" >"$out/dump-train.json"
+  PEER_DTYPE=""
+  "${train[@]}" --set model.dtype=float32 --warmup 0 --steps 2 --dump "$dump/train" >"$out/dump-train.json"
   peer train --dir "$dump/train" --threads "$THREADS" --check --json >"$out/check-train.json" \
     || { echo "bench.sh: $name: the peer's training losses differ from iomm's; no timing recorded" >&2; exit 1; }
-  "${gen[@]}" --warmup 0 --steps 1 --dump "$dump/gen" >"$out/dump-generate.json"
+  "${gen[@]}" --set model.dtype=float32 --warmup 0 --steps 1 --dump "$dump/gen" >"$out/dump-generate.json"
   peer generate --dir "$dump/gen" --threads "$THREADS" --warmup 0 --rounds 1 --check --json \
     >"$out/check-generate.json" \
     || { echo "bench.sh: $name: the peer's images differ from iomm's; no timing recorded" >&2; exit 1; }
@@ -97,6 +103,7 @@ run_config() {
   for ((r = 1; r <= ROUNDS; r++)); do
     echo "== $name: round $r/$ROUNDS"
     "${train[@]}" --warmup "$tw" --steps "$ts" >"$out/round-$r-iomm-train.json"
+    PEER_DTYPE=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["dtype"])' "$out/round-$r-iomm-train.json")
     peer train --dir "$dump/train" --threads "$THREADS" --warmup "$tw" --steps "$ts" --json \
       >"$out/round-$r-peer-eager-train.json"
     "${gen[@]}" --warmup 1 --steps "$gc" >"$out/round-$r-iomm-generate.json"

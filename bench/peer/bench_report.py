@@ -68,7 +68,7 @@ def rows_for(config_dir, kind):
         return []
     mine, mine_mem, first = res["iomm"]
     shape = (f"batch {first['batch_size']}" if kind == "train"
-             else f"{first.get('images')} images × {first.get('sampler_steps')} steps, {first.get('sampler')}, "
+             else f"{first.get('images')} image{'s' if first.get('images') != 1 else ''} × {first.get('sampler_steps')} steps, {first.get('sampler')}, "
                   f"cfg {first.get('cfg_scale')}")
     out = []
     for impl in PEERS:

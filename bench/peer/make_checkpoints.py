@@ -2,11 +2,11 @@
 """Random user checkpoints in the ecosystem's formats, written by transformers / diffusers themselves, for the speed
 benchmarks against the PyTorch peer (issue 16).
 
-  python3 bench/peer/make_checkpoints.py --preset tiny|small-real --out DIR [--seed N]
+  python3 bench/peer/make_checkpoints.py --preset tiny|small-real|iomm-b --out DIR [--seed N]
 
 DIR/mllm/  transformers InternVLForConditionalGeneration (-hf layout, save_pretrained, safetensors) + tokenizer.json
            (the tiny world's tokenizer, configs/world/tokenizer.json; image_token_id = its <IMG_CONTEXT>)
-DIR/vae/   small-real only: diffusers AutoencoderKL in the FLUX VAE architecture (save_pretrained)
+DIR/vae/   small-real and iomm-b: diffusers AutoencoderKL in the FLUX VAE architecture (save_pretrained)
 
 Weights are random but non-trivial (every norm, bias and layer scale differs from its default), so a benchmark's loss
 depends on every part of the models and a peer that computes something else is caught.
@@ -46,6 +46,14 @@ PRESETS = {
         text=dict(hidden_size=1536, num_hidden_layers=2, num_attention_heads=12, num_key_value_heads=2,
                   head_dim=128, intermediate_size=8960, rope_theta=1000000.0, max_position_embeddings=32768),
         vae=True),
+    # The full InternVL3-2B shapes (24 ViT + 28 LLM layers, ~2B parameters with a 151,674-row vocabulary table) for
+    # the GPU row (bench/configs/iomm-b.toml: IOMM-B at 512²); too slow for 2 CPU cores.
+    "iomm-b": dict(
+        vision=dict(image_size=448, patch_size=14, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                    intermediate_size=4096),
+        text=dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                  head_dim=128, intermediate_size=8960, rope_theta=1000000.0, max_position_embeddings=32768),
+        vae=True, vocab_size=151674),
 }
 
 # FLUX's VAE (diffusers AutoencoderKL config of black-forest-labs/FLUX.1-dev/vae).
@@ -103,7 +111,8 @@ def write_mllm(out, preset):
     img_id = tok.token_to_id("<IMG_CONTEXT>")
     if img_id is None:
         raise SystemExit(f"{TOKENIZER} has no <IMG_CONTEXT> token")
-    model = make_mllm(preset, img_id, tok.get_vocab_size(with_added_tokens=True))
+    vocab = max(PRESETS[preset].get("vocab_size", 0), tok.get_vocab_size(with_added_tokens=True))
+    model = make_mllm(preset, img_id, vocab)
     model.save_pretrained(out)
     shutil.copyfile(TOKENIZER, out / "tokenizer.json")
     return sum(p.numel() for p in model.parameters())
