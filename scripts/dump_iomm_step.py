@@ -34,6 +34,8 @@ import transformers
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "conformance"))
 from test_mmdit import diffusers_to_bfl  # noqa: E402  the Python side's one diffusers -> BFL name map
+sys.path.insert(0, str(ROOT / "bench" / "peer"))
+from make_checkpoints import perturb_  # noqa: E402  weights of order 1/sqrt(fan_in), non-trivial norms and biases
 
 TOKENIZER = ROOT / "configs" / "world" / "tokenizer.json"
 SEED = 14
@@ -65,21 +67,6 @@ ADAMW_STEPS = 10
 
 
 # ------------------------------------------------------------------------------------------------ models
-
-def perturb_(model):
-    """Weights of order 1/sqrt(fan_in), unit-scale embedding tables and non-trivial norms and biases, so every path
-    carries signal."""
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if any(k in n for k in ("embed_tokens", "position_embeddings", "cls_token")):
-                p.normal_(0.0, 1.0)
-            elif p.dim() >= 2:
-                p.normal_(0.0, p[0].numel() ** -0.5)
-            elif ("norm" in n and n.endswith(".weight")) or "lambda" in n:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.copy_(0.2 * torch.randn_like(p))
-
 
 def make_mllm():
     cfg = transformers.InternVLConfig(vision_config=VISION, text_config=TEXT, image_token_id=491,
