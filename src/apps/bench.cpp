@@ -155,6 +155,7 @@ const std::vector<std::string> kDefaultCaptions = {
 
 struct BatchSettings {
   int64_t batch_size = 32;
+  int64_t activation_checkpointing = 0;
   std::string data = "image";
   double mix_ratio = 0.5, cfg_drop = 0.1;
   bool cfg_drop_images = true;
@@ -165,6 +166,7 @@ struct BatchSettings {
 BatchSettings read_batch_settings(Config& cfg) {
   BatchSettings s;
   s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1);
+  s.activation_checkpointing = cfg.get_int("train.activation_checkpointing", 0, 0);
   s.data = cfg.has("train.stage") ? train_data(cfg) : cfg.get_choice("train.data", s.data, {"image", "pair", "mix"});
   s.mix_ratio = cfg.get_double("train.mix_ratio", s.mix_ratio, 0.0, 1.0);
   s.cfg_drop = cfg.get_double("train.cfg_drop", s.cfg_drop, 0.0, 1.0);
@@ -274,6 +276,7 @@ json bench_train(Config& cfg, const BenchOptions& o) {
   apply_process_settings(loop);
 
   auto model = IommModel::create(mc, loop.seed);
+  model.set_activation_checkpointing(s.activation_checkpointing);
   auto params = model.trainable();
   if (o.perturb) perturb(params, loop.seed);
   auto gen = step_generator(loop.seed, 0, 7);
@@ -297,6 +300,7 @@ json bench_train(Config& cfg, const BenchOptions& o) {
   auto flops = training_step_flops(model, condition_shape(model, batch.conds));
   json r = result("train", times, double(s.batch_size), "samples_per_s", &flops, dev, o);
   r["batch_size"] = s.batch_size;
+  r["activation_checkpointing"] = s.activation_checkpointing;
   r["dtype"] = mc.dtype;
   r["losses"] = losses;
   r["first_loss"] = losses.front();

@@ -155,3 +155,16 @@ TEST(Bench, ComponentTimesForwardAndBackward) {
   in.erase("timestep");
   EXPECT_THROW(bench_component("mmdit", fo, in, false, quick()), std::exception);  // names the missing input
 }
+
+TEST(Bench, ActivationCheckpointingKeepsTheLosses) {
+  auto cfg = tiny_train_config();
+  auto plain = bench_train(cfg, quick());
+  cfg = tiny_train_config();
+  cfg.set("train.activation_checkpointing=1");
+  auto ck = bench_train(cfg, quick());
+  EXPECT_EQ(ck["activation_checkpointing"], 1);
+  ASSERT_EQ(ck["losses"].size(), plain["losses"].size());
+  for (size_t i = 0; i < plain["losses"].size(); ++i)  // three AdamW steps on recomputed activations
+    EXPECT_NEAR(ck["losses"][i].get<double>(), plain["losses"][i].get<double>(),
+                1e-6 * std::abs(plain["losses"][i].get<double>()));
+}

@@ -65,6 +65,7 @@ class MMDiTGenerator : public Generator {
   torch::nn::Module& module() override { return *net_; }
   const torch::nn::Module& module() const override { return *net_; }
   void init_weights(uint64_t seed) override { net_->init_weights(seed); }
+  void set_activation_checkpointing(int64_t every) override { net_->checkpoint_every = every; }
   void save(const std::string& dir) const override { save_mmdit(net_, dir, "bfl"); }
   void load_weights(const std::string& dir) override {
     auto path = dir + "/model.safetensors";
@@ -91,6 +92,7 @@ class ZImageGenerator : public Generator {
   torch::nn::Module& module() override { return *net_; }
   const torch::nn::Module& module() const override { return *net_; }
   void init_weights(uint64_t seed) override { net_->init_weights(seed); }
+  void set_activation_checkpointing(int64_t every) override { net_->checkpoint_every = every; }
   void save(const std::string& dir) const override {
     fs::create_directories(dir);
     write_file_atomic(dir + "/config.json", config_.zimage.to_diffusers_json().dump(2) + "\n");

@@ -46,6 +46,8 @@ class Generator {
   virtual torch::nn::Module& module() = 0;
   virtual const torch::nn::Module& module() const = 0;
   virtual void init_weights(uint64_t seed) = 0;  // adaLN-Zero: a fresh generator is the zero map
+  // Activation checkpointing of every `every`-th block while training (0 = none; models/activation_checkpoint.h).
+  virtual void set_activation_checkpointing(int64_t every) = 0;
   virtual void save(const std::string& dir) const = 0;
   // Copies the weights of a directory written by save() (or the ecosystem's layout) into this generator; the
   // architecture must match (mismatches are listed).

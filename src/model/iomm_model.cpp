@@ -115,6 +115,8 @@ void IommModel::unfreeze() {
 
 void IommModel::set_training(bool on) { generator_->module().train(on); }
 
+void IommModel::set_activation_checkpointing(int64_t every) { generator_->set_activation_checkpointing(every); }
+
 int64_t IommModel::latent_side() const { return config_.resolution / autoencoder_->downsample_factor(); }
 
 int64_t IommModel::image_seq_len() const {

@@ -92,6 +92,9 @@ class IommModel {
   // Makes the generator and adapter trainable again after load() froze them (fine-tuning a saved model, tests).
   void unfreeze();
   void set_training(bool on);  // the generator's train/eval mode; the frozen MLLM always stays in eval
+  // Recompute every `every`-th generator block in backward instead of keeping its activations (0 = off): less
+  // memory for one more forward of those blocks; gradients are unchanged.
+  void set_activation_checkpointing(int64_t every);
 
   // The training objective (paper Alg. 1): condition with MIM on image conditions, x = AE(images),
   // x_t = (1−t)x + t·z, loss = ‖v(x_t, t, h) − (z − x)‖². Draws from `gen`: masks, then t, then z.

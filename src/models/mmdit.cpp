@@ -1,5 +1,6 @@
 #include "models/mmdit.h"
 
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "models/activation_checkpoint.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -464,13 +466,29 @@ at::Tensor MMDiTImpl::forward(const MMDiTInput& in) {
     mask = torch::cat({m, torch::ones({B, N}, m.options())}, 1).view({B, 1, 1, L + N});
   }
 
+  int64_t index = 0;
   for (auto& blk : *double_blocks) {
-    auto r = blk->as<DoubleStreamBlockImpl>()->forward(img, txt, vec, pe, mask);
-    img = r.first;
-    txt = r.second;
+    auto* b = blk->as<DoubleStreamBlockImpl>();
+    if (checkpoint_block(checkpoint_every, index++)) {
+      auto r = checkpoint([b](const std::vector<at::Tensor>& a) {
+        auto o = b->forward(a[0], a[1], a[2], RopeTables{a[3], a[4]}, a[5]);
+        return std::vector<at::Tensor>{o.first, o.second};
+      }, {img, txt, vec, pe.cos, pe.sin, mask});
+      img = r[0], txt = r[1];
+    } else {
+      std::tie(img, txt) = b->forward(img, txt, vec, pe, mask);
+    }
   }
   auto x = torch::cat({txt, img}, 1);
-  for (auto& blk : *single_blocks) x = blk->as<SingleStreamBlockImpl>()->forward(x, vec, pe, mask);
+  for (auto& blk : *single_blocks) {
+    auto* b = blk->as<SingleStreamBlockImpl>();
+    if (checkpoint_block(checkpoint_every, index++))
+      x = checkpoint([b](const std::vector<at::Tensor>& a) {
+        return std::vector<at::Tensor>{b->forward(a[0], a[1], RopeTables{a[2], a[3]}, a[4])};
+      }, {x, vec, pe.cos, pe.sin, mask})[0];
+    else
+      x = b->forward(x, vec, pe, mask);
+  }
   return final_layer->forward(x.narrow(1, L, N), vec);
 }
 

@@ -178,6 +178,7 @@ struct MMDiTImpl : torch::nn::Module {
   RopeTables rope(const at::Tensor& ids) const;  // ids [L, A] or [B, L, A] -> tables
 
   MMDiTConfig config;
+  int64_t checkpoint_every = 0;  // activation checkpointing of every N-th block (double, then single); 0 = none
   FluxLinear img_in{nullptr}, txt_in{nullptr};
   MLPEmbedder time_in{nullptr}, vector_in{nullptr}, guidance_in{nullptr};
   torch::nn::ModuleList double_blocks{nullptr}, single_blocks{nullptr};

@@ -1,5 +1,6 @@
 #include "models/zimage_dit.h"
 
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "models/activation_checkpoint.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -372,10 +374,19 @@ at::Tensor ZImageDiTImpl::forward(const ZImageInput& in) {
     uni_mask = (torch::arange(Nx + Lc, torch::kInt64).unsqueeze(0) < tt + Nx).view({B, 1, 1, Nx + Lc}).to(dev);
   }
 
-  for (auto& m : *noise_refiner) xs = m->as<ZImageBlock>()->forward(xs, pe_x, at::Tensor(), adaln);
-  for (auto& m : *context_refiner) cs = m->as<ZImageBlock>()->forward(cs, pe_cap, cap_mask, at::Tensor());
+  int64_t index = 0;
+  auto run = [&](torch::nn::Module& m, const at::Tensor& x, const RopeTables& r, const at::Tensor& mask,
+                 const at::Tensor& ada) {
+    auto* b = m.as<ZImageBlock>();
+    if (!checkpoint_block(checkpoint_every, index++)) return b->forward(x, r, mask, ada);
+    return checkpoint([b](const std::vector<at::Tensor>& a) {
+      return std::vector<at::Tensor>{b->forward(a[0], RopeTables{a[1], a[2]}, a[3], a[4])};
+    }, {x, r.cos, r.sin, mask, ada})[0];
+  };
+  for (auto& m : *noise_refiner) xs = run(*m, xs, pe_x, at::Tensor(), adaln);
+  for (auto& m : *context_refiner) cs = run(*m, cs, pe_cap, cap_mask, at::Tensor());
   auto u = torch::cat({xs, cs}, 1);
-  for (auto& m : *layers) u = m->as<ZImageBlock>()->forward(u, pe, uni_mask, adaln);
+  for (auto& m : *layers) u = run(*m, u, pe, uni_mask, adaln);
   auto out = final_layer->forward(u, adaln).narrow(1, 0, N);  // image tokens come first
 
   auto y = out.reshape({B, Ft, Ht, Wt, pf, p, p, C}).permute({0, 7, 1, 4, 2, 5, 3, 6}).reshape({B, C, F, H, W});

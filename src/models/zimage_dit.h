@@ -137,6 +137,7 @@ struct ZImageDiTImpl : torch::nn::Module {
   void init_weights(uint64_t seed);
 
   ZImageConfig config;
+  int64_t checkpoint_every = 0;  // activation checkpointing of every N-th block (refiners, then layers); 0 = none
   ZImageFinalLayer final_layer{nullptr};     // all_final_layer.<patch_key>
   FluxLinear x_embed{nullptr};                // all_x_embedder.<patch_key>
   torch::nn::ModuleList noise_refiner{nullptr}, context_refiner{nullptr}, layers{nullptr};

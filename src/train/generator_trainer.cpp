@@ -27,6 +27,7 @@ struct StageSettings {
   double mix_ratio = 0.5;
   std::string image_data, pair_data;
   int64_t batch_size = 32;
+  int64_t activation_checkpointing = 0;  // every N-th generator block recomputed in backward (0 = off)
   double cfg_drop = 0.1;
   bool cfg_drop_images = true;
   TimestepSampling timesteps;
@@ -60,6 +61,7 @@ StageSettings read_settings(Config& cfg) {
   s.image_data = cfg.get_string("data.images", "");
   s.pair_data = cfg.get_string("data.pairs", "");
   s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1);
+  s.activation_checkpointing = cfg.get_int("train.activation_checkpointing", 0, 0);
   s.cfg_drop = cfg.get_double("train.cfg_drop", s.cfg_drop, 0.0, 1.0);
   s.cfg_drop_images = cfg.get_bool("train.cfg_drop_images", s.cfg_drop_images);
   s.timesteps = TimestepSampling::from_config(cfg, "train.timesteps");
@@ -232,6 +234,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
     model.load_weights_from(init_from);
     spdlog::info("{}: initialised from {}", s.stage, init_from);
   }
+  model.set_activation_checkpointing(s.activation_checkpointing);
   auto pools = load_pools(s, int(mc.resolution));
   spdlog::info("{} ({} data, mix_ratio {}): {} steps × {} × {} accumulation = global batch {}; trainable {:.2f}M "
                "(generator {:.2f}M, adapter {:.2f}M)",
