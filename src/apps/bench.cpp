@@ -25,6 +25,7 @@
 #include "model/iomm_model.h"
 #include "models/mmdit.h"
 #include "train/generator_trainer.h"
+#include "train/mixed_precision.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 
@@ -156,6 +157,7 @@ const std::vector<std::string> kDefaultCaptions = {
 struct BatchSettings {
   int64_t batch_size = 32;
   int64_t activation_checkpointing = 0;
+  std::string autocast = "none";
   std::string data = "image";
   double mix_ratio = 0.5, cfg_drop = 0.1;
   bool cfg_drop_images = true;
@@ -163,8 +165,9 @@ struct BatchSettings {
   std::vector<std::string> captions;
 };
 
-BatchSettings read_batch_settings(Config& cfg) {
+BatchSettings read_batch_settings(Config& cfg, const std::string& model_dtype) {
   BatchSettings s;
+  s.autocast = autocast_from_config(cfg, model_dtype);
   s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1);
   s.activation_checkpointing = cfg.get_int("train.activation_checkpointing", 0, 0);
   s.data = cfg.has("train.stage") ? train_data(cfg) : cfg.get_choice("train.data", s.data, {"image", "pair", "mix"});
@@ -266,7 +269,7 @@ void write_result(const json& r, const std::string& dir) {
 
 json bench_train(Config& cfg, const BenchOptions& o) {
   auto mc = IommModelConfig::from_config(cfg);
-  auto s = read_batch_settings(cfg);
+  auto s = read_batch_settings(cfg, mc.dtype);
   auto loop = LoopConfig::from_config(cfg, LoopConfig{});
   for (auto key : {"data", "sample", "train.init_from"}) cfg.erase(key);  // the trainer's, not the step's
   cfg.check_unused();
@@ -291,7 +294,11 @@ json bench_train(Config& cfg, const BenchOptions& o) {
   auto dev = model_device(model);
   auto times = time_calls(o, dev, [&](int64_t step) {
     auto g = step_generator(loop.seed, step, 0);  // unused draws: the batch fixes masks, t and noise
-    auto fl = model.loss(batch, s.timesteps, g);
+    FlowLoss fl;
+    {
+      AutocastScope autocast(mc.device, s.autocast);
+      fl = model.loss(batch, s.timesteps, g);
+    }
     fl.loss.backward();
     losses.push_back(fl.loss.item<double>());
     opt.step(step);
@@ -301,6 +308,7 @@ json bench_train(Config& cfg, const BenchOptions& o) {
   json r = result("train", times, double(s.batch_size), "samples_per_s", &flops, dev, o);
   r["batch_size"] = s.batch_size;
   r["activation_checkpointing"] = s.activation_checkpointing;
+  r["autocast"] = s.autocast;
   r["dtype"] = mc.dtype;
   r["losses"] = losses;
   r["first_loss"] = losses.front();

@@ -13,6 +13,7 @@
 #include "model/iomm_model.h"
 #include "model/model_dir.h"
 #include "report/image_grid.h"  // iomm::report
+#include "train/mixed_precision.h"
 #include "train/trainer.h"
 
 namespace iomm {
@@ -28,6 +29,7 @@ struct StageSettings {
   std::string image_data, pair_data;
   int64_t batch_size = 32;
   int64_t activation_checkpointing = 0;  // every N-th generator block recomputed in backward (0 = off)
+  std::string autocast = "none";         // train.autocast (train/mixed_precision.h)
   double cfg_drop = 0.1;
   bool cfg_drop_images = true;
   TimestepSampling timesteps;
@@ -53,8 +55,9 @@ std::string train_data(Config& cfg) {
 
 namespace {
 
-StageSettings read_settings(Config& cfg) {
+StageSettings read_settings(Config& cfg, const std::string& model_dtype) {
   StageSettings s;
+  s.autocast = autocast_from_config(cfg, model_dtype);
   s.stage = generator_stage(cfg);
   s.data = train_data(cfg);
   s.mix_ratio = cfg.get_double("train.mix_ratio", s.mix_ratio, 0.0, 1.0);
@@ -177,7 +180,11 @@ class GeneratorStage : public TrainStage {
   MicroStep micro_step(int64_t step, int64_t micro, double scale) override {
     auto gen = step_generator(seed_, step, micro);
     auto b = draw_batch(s_, pools_, gen);
-    auto fl = model_.loss(b.batch, s_.timesteps, gen);
+    FlowLoss fl;
+    {
+      AutocastScope autocast(model_.config().device, s_.autocast);  // the forward only; backward follows its casts
+      fl = model_.loss(b.batch, s_.timesteps, gen);
+    }
     (fl.loss * scale).backward();
     MicroStep m;
     m.loss = fl.loss.item<double>();
@@ -221,7 +228,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   std::string init_from;
   Config cfg = stage_config(user_cfg, init_from);
   auto mc = IommModelConfig::from_config(cfg);
-  auto s = read_settings(cfg);
+  auto s = read_settings(cfg, mc.dtype);
   auto loop = LoopConfig::from_config(cfg, LoopConfig{});
   cfg.check_unused();
   auto run = RunDir::open(run_path, resume);
