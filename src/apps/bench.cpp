@@ -286,7 +286,7 @@ json bench_train(Config& cfg, const BenchOptions& o) {
   auto batch = make_batch(model, s, gen);
   if (!o.dump.empty()) dump_train_inputs(model, batch, loop, o, o.dump);
 
-  AdamW opt(params, loop.optim);
+  Optimizer opt(params, loop.optim);
   std::optional<Ema> ema;
   if (loop.ema_decay > 0) ema.emplace(params, loop.ema_decay);
   model.set_training(true);

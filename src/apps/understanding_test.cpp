@@ -154,7 +154,7 @@ TEST(Understanding, LossFallsOnAFixedBatch) {
   auto pixels = internvl_condition_pixels(data.images, 32);
   OptimConfig oc;
   oc.lr = 3e-3;
-  AdamW opt(trainable_parameters(*model), oc);
+  Optimizer opt(trainable_parameters(*model), oc);
   double first = 0, last = 0;
   for (int step = 0; step < 40; ++step) {
     auto loss = caption_loss(*model, batch, pixels);

@@ -153,7 +153,7 @@ TEST(IommStepGolden, LossAndEveryGradientMatchTheReference) {
 TEST(IommStepGolden, TenAdamWStepsMatchTheReference) {
   const auto& g = golden();
   auto m = trainable_model();
-  AdamW opt(m.trainable(), g.optim);
+  Optimizer opt(m.trainable(), g.optim);
   std::vector<float> losses, norms;
   for (int64_t k = 0; k < g.steps; ++k) {
     auto fl = objective(m, g);

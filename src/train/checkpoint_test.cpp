@@ -76,7 +76,7 @@ OptimConfig test_optim(int64_t total) {
 struct MiniTrainer {
   std::shared_ptr<Mlp> model;
   NamedTensors params;
-  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<Optimizer> opt;
   std::unique_ptr<Ema> ema;
   at::Generator data;
   int64_t step = 0;
@@ -86,7 +86,7 @@ struct MiniTrainer {
     torch::manual_seed(init_seed);
     model = std::make_shared<Mlp>();
     params = trainable_parameters(*model);
-    opt = std::make_unique<AdamW>(params, test_optim(total));
+    opt = std::make_unique<Optimizer>(params, test_optim(total));
     ema = std::make_unique<Ema>(params, 0.9);
     data = at::make_generator<at::CPUGeneratorImpl>(data_seed);
   }

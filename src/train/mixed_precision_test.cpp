@@ -17,7 +17,7 @@ using namespace iomm;
 namespace {
 
 // 50 AdamW steps of the tiny model on one fixed batch; returns the losses and leaves `m` trained.
-std::vector<double> train_steps(IommModel& m, const std::string& autocast, AdamW& opt, int steps) {
+std::vector<double> train_steps(IommModel& m, const std::string& autocast, Optimizer& opt, int steps) {
   torch::manual_seed(1);
   TrainingBatch b;
   b.images = torch::rand({4, 3, 16, 16}) * 2 - 1;
@@ -73,10 +73,10 @@ TEST(MixedPrecision, Bf16AutocastTracksFp32WithFp32MasterState) {
   OptimConfig oc;
   oc.lr = 1e-3;
   auto fp32 = tiny(3);
-  AdamW opt32(fp32.trainable(), oc);
+  Optimizer opt32(fp32.trainable(), oc);
   auto ref = train_steps(fp32, "none", opt32, 50);
   auto mixed = tiny(3);
-  AdamW opt16(mixed.trainable(), oc);
+  Optimizer opt16(mixed.trainable(), oc);
   auto got = train_steps(mixed, "bfloat16", opt16, 50);
   double worst = 0, differs = 0;
   for (size_t i = 0; i < ref.size(); ++i) {

@@ -24,6 +24,11 @@ OptimConfig OptimConfig::from_config(Config& cfg, const std::string& p, int64_t 
   c.schedule = cfg.get_choice(p + ".schedule", c.schedule, {"constant", "cosine", "linear"});
   c.min_lr_ratio = cfg.get_double(p + ".min_lr_ratio", c.min_lr_ratio, 0.0, 1.0);
   c.total_steps = total_steps;
+  c.name = cfg.get_choice(p + ".name", c.name, {"adamw", "muon"});
+  c.muon_lr = cfg.get_double(p + ".muon_lr", c.muon_lr, 0.0, 10.0);
+  c.muon_momentum = cfg.get_double(p + ".muon_momentum", c.muon_momentum, 0.0, 0.9999);
+  c.muon_nesterov = cfg.get_bool(p + ".muon_nesterov", c.muon_nesterov);
+  c.muon_ns_steps = cfg.get_int(p + ".muon_ns_steps", c.muon_ns_steps, 1, 100);
   return c;
 }
 
@@ -53,28 +58,55 @@ double clip_grad_norm(const NamedTensors& params, double max_norm) {
 
 // One fused AdamW call per (device, dtype) group: at::_fused_adamw_ is what torch.optim.AdamW(fused=True) runs,
 // so the arithmetic is PyTorch's.
-struct AdamW::Impl {
-  std::vector<at::Tensor> exp_avg, exp_avg_sq, steps;  // per parameter, same order as params_
+struct Optimizer::Impl {
+  std::vector<bool> muon;                              // per parameter: updated by Muon
+  std::vector<at::Tensor> exp_avg, exp_avg_sq, steps;  // AdamW state (undefined for Muon parameters)
+  std::vector<at::Tensor> momentum;                    // Muon state (undefined for AdamW parameters)
 };
 
-AdamW::AdamW(NamedTensors params, OptimConfig cfg)
+at::Tensor newton_schulz5(const at::Tensor& g, int64_t steps) {
+  const double a = 3.4445, b = -4.7750, c = 2.0315;
+  bool tall = g.size(-2) > g.size(-1);
+  auto x = tall ? g.mT() : g;
+  x = x / (at::linalg_vector_norm(x, 2, {-2, -1}, /*keepdim=*/true) + 1e-7);
+  for (int64_t i = 0; i < steps; ++i) {
+    auto A = at::matmul(x, x.mT());
+    auto B = b * A + at::matmul(c * A, A);  // the reference's `b * A + c * A @ A`, evaluated left to right
+    x = a * x + at::matmul(B, x);
+  }
+  return tall ? x.mT() : x;
+}
+
+bool is_muon_parameter(const std::string& name, const at::Tensor& p) {
+  if (p.dim() != 2) return false;
+  for (const char* outer : {"img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer.",
+                            "x_embedder.", "cap_embedder.", "t_embedder.", "queries", "pad_token"})
+    if (name.find(outer) != std::string::npos) return false;
+  return true;
+}
+
+Optimizer::Optimizer(NamedTensors params, OptimConfig cfg)
     : impl_(std::make_unique<Impl>()), params_(std::move(params)), cfg_(std::move(cfg)) {
   for (auto& [name, p] : params_) {
-    if (!p.requires_grad()) fail("AdamW: parameter {} does not require grad", name);
-    impl_->exp_avg.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
-    impl_->exp_avg_sq.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
-    impl_->steps.push_back(at::zeros({}, p.options().dtype(at::kFloat)));
+    if (!p.requires_grad()) fail("optimizer: parameter {} does not require grad", name);
+    bool muon = cfg_.name == "muon" && is_muon_parameter(name, p);
+    impl_->muon.push_back(muon);
+    auto zeros = [&] { return at::zeros_like(p, at::MemoryFormat::Contiguous); };
+    impl_->momentum.push_back(muon ? zeros() : at::Tensor());
+    impl_->exp_avg.push_back(muon ? at::Tensor() : zeros());
+    impl_->exp_avg_sq.push_back(muon ? at::Tensor() : zeros());
+    impl_->steps.push_back(muon ? at::Tensor() : at::zeros({}, p.options().dtype(at::kFloat)));
   }
 }
 
-AdamW::~AdamW() = default;
+Optimizer::~Optimizer() = default;
 
-void AdamW::zero_grad() {
+void Optimizer::zero_grad() {
   for (auto& [name, p] : params_)
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();
 }
 
-double AdamW::step(int64_t step) {
+double Optimizer::step(int64_t step) {
   double norm = clip_grad_norm(params_, cfg_.grad_clip);
   if (!std::isfinite(norm)) {
     ++skipped_;
@@ -87,10 +119,11 @@ double AdamW::step(int64_t step) {
   std::map<std::pair<int, int>, std::vector<size_t>> groups;  // (device index, dtype) -> params
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
-    if (!p.grad().defined()) continue;
+    if (!p.grad().defined() || impl_->muon[i]) continue;
     groups[{int(p.device().type()) * 1000 + p.device().index(), int(p.scalar_type())}].push_back(i);
   }
   torch::NoGradGuard no_grad;
+  muon_step(cfg_.lr > 0 ? cfg_.muon_lr * lr / cfg_.lr : 0.0);
   for (auto& [key, idx] : groups) {
     std::vector<at::Tensor> ps, gs, m, v, st;
     for (size_t i : idx) {
@@ -108,7 +141,25 @@ double AdamW::step(int64_t step) {
   return norm;
 }
 
-void AdamW::fail_if_stuck(int64_t limit, const std::string& what, int64_t step, const std::string& kept) const {
+// Keller Jordan's Muon (MuonWithAuxAdam) per hidden matrix: momentum ← lerp(momentum, g, 1 − β); the update is
+// lerp(g, momentum, β) (Nesterov) or the momentum, orthogonalised, scaled by √max(1, rows / cols); decoupled weight
+// decay at Muon's LR.
+void Optimizer::muon_step(double lr) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].second;
+    if (!impl_->muon[i] || !p.grad().defined()) continue;
+    auto g = p.grad();
+    auto& m = impl_->momentum[i];
+    m.lerp_(g, 1.0 - cfg_.muon_momentum);
+    auto update = cfg_.muon_nesterov ? g.lerp(m, cfg_.muon_momentum) : m;
+    update = newton_schulz5(update, cfg_.muon_ns_steps);
+    update = update * std::sqrt(std::max(1.0, double(p.size(0)) / double(p.size(1))));
+    p.mul_(1.0 - lr * cfg_.weight_decay);
+    p.add_(update.to(p.scalar_type()), -lr);
+  }
+}
+
+void Optimizer::fail_if_stuck(int64_t limit, const std::string& what, int64_t step, const std::string& kept) const {
   if (skipped_in_a_row_ < limit) return;
   fail("{}: {} steps in a row (to step {}) had a non-finite gradient norm and were skipped, so the model is not "
        "learning; nothing after the last saved state in {} was kept. Lower optim.lr, check the data and the model "
@@ -116,10 +167,14 @@ void AdamW::fail_if_stuck(int64_t limit, const std::string& what, int64_t step, 
        what, skipped_in_a_row_, step, kept);
 }
 
-std::map<std::string, at::Tensor> AdamW::state() const {
+std::map<std::string, at::Tensor> Optimizer::state() const {
   std::map<std::string, at::Tensor> out;
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& name = params_[i].first;
+    if (impl_->muon[i]) {
+      out[name + ".momentum_buffer"] = impl_->momentum[i];
+      continue;
+    }
     out[name + ".exp_avg"] = impl_->exp_avg[i];
     out[name + ".exp_avg_sq"] = impl_->exp_avg_sq[i];
     out[name + ".step"] = impl_->steps[i];
@@ -127,12 +182,13 @@ std::map<std::string, at::Tensor> AdamW::state() const {
   return out;
 }
 
-void AdamW::load_state(const std::map<std::string, at::Tensor>& state, const std::string& source) {
+void Optimizer::load_state(const std::map<std::string, at::Tensor>& state, const std::string& source) {
   torch::NoGradGuard no_grad;
   auto take = [&](const std::string& key, at::Tensor& into) {
     auto it = state.find(key);
     if (it == state.end())
-      fail("{}: optimizer state has no tensor {} (the checkpoint was written for other trainable parameters)",
+      fail("{}: optimizer state has no tensor {} (the checkpoint was written for other trainable parameters or "
+           "another optim.name)",
            source, key);
     if (it->second.sizes() != into.sizes())
       fail("{}: optimizer state {} has shape {} but the parameter needs {}", source, key,
@@ -141,6 +197,10 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& state, const std
   };
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& name = params_[i].first;
+    if (impl_->muon[i]) {
+      take(name + ".momentum_buffer", impl_->momentum[i]);
+      continue;
+    }
     take(name + ".exp_avg", impl_->exp_avg[i]);
     take(name + ".exp_avg_sq", impl_->exp_avg_sq[i]);
     take(name + ".step", impl_->steps[i]);

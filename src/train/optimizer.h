@@ -1,5 +1,7 @@
 // The optimisation recipe of IOMM (paper App. B): AdamW (betas, eps, weight decay), global grad-norm clipping,
-// LR warm-up then a constant / cosine / linear schedule, and an EMA of the trainable weights.
+// LR warm-up then a constant / cosine / linear schedule, and an EMA of the trainable weights. For IOMM-XL the paper
+// uses Muon: Newton–Schulz-orthogonalised Nesterov momentum on the 2-D hidden weights (Keller Jordan's public
+// reference, MuonWithAuxAdam), AdamW for the rest (embedders, final layer, biases, norms, learned queries).
 // Parameters are named (module names), so optimizer and EMA state are saved as plain named tensors and resume
 // restores them exactly (bit-exact on CPU).
 #pragma once
@@ -31,8 +33,14 @@ struct OptimConfig {
   std::string schedule = "constant";  // constant | cosine | linear (after warm-up, down to min_lr_ratio·lr)
   double min_lr_ratio = 0.0;
   int64_t total_steps = 0;          // the horizon of cosine / linear decay
+  std::string name = "adamw";       // adamw | muon (Muon on hidden matrices, AdamW on the rest)
+  double muon_lr = 0.02;            // Muon's LR at optim.lr (the schedule scales both alike)
+  double muon_momentum = 0.95;
+  bool muon_nesterov = true;
+  int64_t muon_ns_steps = 5;        // Newton–Schulz iterations
 
-  // Keys under `prefix` (lr, betas, eps, weight_decay, grad_clip, warmup_steps, schedule, min_lr_ratio);
+  // Keys under `prefix` (lr, betas, eps, weight_decay, grad_clip, warmup_steps, schedule, min_lr_ratio, name,
+  // muon_lr, muon_momentum, muon_nesterov, muon_ns_steps);
   // total_steps is the caller's (the stage's step count).
   static OptimConfig from_config(Config& cfg, const std::string& prefix, int64_t total_steps);
 };
@@ -44,11 +52,18 @@ double lr_at(const OptimConfig& c, int64_t step);
 // `max_norm` when larger and max_norm > 0. Returns the norm before clipping (non-finite when a grad is).
 double clip_grad_norm(const NamedTensors& params, double max_norm);
 
-// AdamW over named parameters.
-class AdamW {
+// The orthogonalised update of Muon: Newton–Schulz quintic iteration (coefficients 3.4445, −4.7750, 2.0315) on G
+// scaled to unit Frobenius norm, run on the wide orientation; `steps` iterations.
+at::Tensor newton_schulz5(const at::Tensor& g, int64_t steps);
+// Whether `name` is a hidden weight matrix that Muon updates: 2-D and inside the transformer blocks or the adapter,
+// not an embedder, the final layer, the learned queries or a pad token.
+bool is_muon_parameter(const std::string& name, const at::Tensor& p);
+
+// AdamW (or Muon + AdamW, optim.name) over named parameters.
+class Optimizer {
  public:
-  AdamW(NamedTensors params, OptimConfig cfg);
-  ~AdamW();
+  Optimizer(NamedTensors params, OptimConfig cfg);
+  ~Optimizer();
   // Clips, sets the LR of `step`, steps and zeroes the grads. Returns the grad norm before clipping.
   // A non-finite norm skips the update (the grads are zeroed) so one bad batch cannot destroy the weights.
   double step(int64_t step);
@@ -60,7 +75,7 @@ class AdamW {
   // budget on nothing. `what` names the run (stage), `kept` where its last saved state is.
   void fail_if_stuck(int64_t limit, const std::string& what, int64_t step, const std::string& kept) const;
   const OptimConfig& config() const { return cfg_; }
-  // "NAME.exp_avg", "NAME.exp_avg_sq", "NAME.step" for every parameter that has state.
+  // "NAME.exp_avg", "NAME.exp_avg_sq", "NAME.step" for every AdamW parameter, "NAME.momentum_buffer" for Muon's.
   std::map<std::string, at::Tensor> state() const;
   // Restores state(); fails naming the first missing or mis-shaped entry.
   void load_state(const std::map<std::string, at::Tensor>& state, const std::string& source);
@@ -68,6 +83,7 @@ class AdamW {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  void muon_step(double lr);
   NamedTensors params_;
   OptimConfig cfg_;
   int64_t skipped_ = 0, skipped_in_a_row_ = 0;

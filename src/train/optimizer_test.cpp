@@ -5,8 +5,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include "core/config.h"
 #include "core/error.h"
+#include "core/safetensors.h"
+#include "core/tensor_io.h"
 
 using namespace iomm;
 
@@ -34,7 +38,7 @@ TEST(Optimizer, AdamWMatchesPyTorchFormula) {
   c.lr = 1e-2;
   c.weight_decay = 0.1;
   c.grad_clip = 0;
-  AdamW opt({{"w", w}}, c);
+  Optimizer opt({{"w", w}}, c);
   for (int s = 0; s < 4; ++s) {
     auto g = torch::randn({5, 3});
     w.mutable_grad() = g.clone();
@@ -52,14 +56,14 @@ TEST(Optimizer, StateRoundTripGivesIdenticalUpdates) {
   auto b = a.detach().clone().requires_grad_(true);
   OptimConfig c;
   c.lr = 0.05;
-  AdamW oa({{"p", a}}, c), ob({{"p", b}}, c);
+  Optimizer oa({{"p", a}}, c), ob({{"p", b}}, c);
   auto g1 = torch::randn({4}), g2 = torch::randn({4});
   a.mutable_grad() = g1.clone();
   oa.step(0);
   b.mutable_grad() = g1.clone();
   ob.step(0);
   // A fresh optimizer that loads ob's state continues exactly as oa does.
-  AdamW oc({{"p", b}}, c);
+  Optimizer oc({{"p", b}}, c);
   std::map<std::string, at::Tensor> saved;
   for (auto& [k, t] : ob.state()) saved[k] = t.clone();
   oc.load_state(saved, "test");
@@ -97,7 +101,7 @@ TEST(Optimizer, ClipGradNormScalesToMaxAndSkipsNonFinite) {
   EXPECT_NEAR(n, 5.0, 1e-6);
   EXPECT_NEAR(w.grad().norm().item<double>(), 1.0, 1e-5);
   OptimConfig c;
-  AdamW opt({{"w", w}}, c);
+  Optimizer opt({{"w", w}}, c);
   w.mutable_grad() = torch::tensor({NAN, 1.0f});
   double bad = opt.step(0);
   EXPECT_FALSE(std::isfinite(bad));
@@ -135,7 +139,7 @@ TEST(Optimizer, CountsSkippedStepsAndStopsWhenStuck) {
   auto w = torch::ones({3}).requires_grad_(true);
   OptimConfig cfg;
   cfg.lr = 0.1;
-  AdamW opt({{"w", w}}, cfg);
+  Optimizer opt({{"w", w}}, cfg);
   auto step_with = [&](double g, int64_t s) {
     w.mutable_grad() = torch::full({3}, g);
     return opt.step(s);
@@ -156,4 +160,57 @@ TEST(Optimizer, CountsSkippedStepsAndStopsWhenStuck) {
   EXPECT_EQ(opt.skipped(), 2);
   EXPECT_EQ(opt.skipped_in_a_row(), 0);
   EXPECT_FALSE(torch::equal(w.detach(), torch::ones({3})));
+}
+
+// Muon against Keller Jordan's public reference (scripts/dump_muon_step.py -> tests/fixtures/muon_step.safetensors):
+// 3 steps of Muon on the hidden matrices and torch.optim.AdamW on the rest, fp32, within 1e-5.
+TEST(Optimizer, MuonMatchesThePyTorchReference) {
+  auto path = std::string(IOMM_SOURCE_DIR) + "/tests/fixtures/muon_step.safetensors";
+  safetensors::Checkpoint ck(path);
+  auto t = load_tensors(ck);
+  auto settings = nlohmann::json::parse(ck.metadata().at("optim"));
+  auto muon_names = nlohmann::json::parse(ck.metadata().at("muon")).get<std::vector<std::string>>();
+  OptimConfig c;
+  c.name = "muon";
+  c.lr = settings["lr"];
+  c.muon_lr = settings["muon_lr"];
+  c.beta1 = settings["betas"][0];
+  c.beta2 = settings["betas"][1];
+  c.eps = settings["eps"];
+  c.weight_decay = settings["weight_decay"];
+  c.muon_momentum = settings["muon_momentum"];
+  c.muon_nesterov = settings["muon_nesterov"];
+  c.muon_ns_steps = settings["muon_ns_steps"];
+  c.grad_clip = 0;
+  NamedTensors params;
+  for (auto& [k, v] : t)
+    if (k.rfind("param.", 0) == 0) params.push_back({k.substr(6), v.clone().requires_grad_(true)});
+  for (auto& [name, p] : params)  // the split between Muon and AdamW is the reference's
+    EXPECT_EQ(is_muon_parameter(name, p),
+              std::find(muon_names.begin(), muon_names.end(), name) != muon_names.end()) << name;
+  Optimizer opt(params, c);
+  int steps = std::stoi(ck.metadata().at("steps"));
+  for (int k = 0; k < steps; ++k) {
+    for (auto& [name, p] : params) p.mutable_grad() = t.at(fmt::format("grad.{}.{}", k, name)).clone();
+    opt.step(k);
+    for (auto& [name, p] : params) {
+      const auto& want = t.at(fmt::format("expected.{}.{}", k, name));
+      EXPECT_LE((p.detach() - want).abs().max().item<double>(), 1e-5) << "step " << k << " " << name;
+    }
+  }
+  auto st = opt.state();  // Muon keeps a momentum buffer, AdamW its moments
+  EXPECT_TRUE(st.count("generator.double_blocks.0.img_attn.qkv.weight.momentum_buffer"));
+  EXPECT_FALSE(st.count("generator.double_blocks.0.img_attn.qkv.weight.exp_avg"));
+  EXPECT_TRUE(st.count("generator.img_in.weight.exp_avg"));
+}
+
+TEST(Optimizer, NewtonSchulzOrthogonalises) {
+  torch::manual_seed(0);
+  for (auto shape : {std::vector<int64_t>{24, 40}, std::vector<int64_t>{40, 24}}) {
+    auto x = newton_schulz5(torch::randn(shape), 5);
+    auto s = at::linalg_svdvals(x);  // the quintic drives singular values into roughly [0.7, 1.2]
+    EXPECT_GT(s.min().item<double>(), 0.5);
+    EXPECT_LT(s.max().item<double>(), 1.3);
+    EXPECT_EQ(x.sizes(), c10::IntArrayRef(shape));
+  }
 }

@@ -51,7 +51,7 @@ namespace {
 // The optimizer-side state of a run: what a checkpoint holds besides the step.
 struct LoopState {
   NamedTensors params;
-  AdamW opt;
+  Optimizer opt;
   std::optional<Ema> ema;
 
   LoopState(NamedTensors p, const LoopConfig& c) : params(std::move(p)), opt(params, c.optim) {
