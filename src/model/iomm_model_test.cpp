@@ -116,20 +116,7 @@ TEST(IommModel, ModelDirectoryStoresRelativePathsSoItMovesWithItsMllm) {
 // IOMM-XL's generator (Z-Image's S3-DiT) behind the same model: the objective back-propagates into it and the
 // adapter, a saved model (diffusers names under generator/) loads back to the same samples.
 TEST(IommModel, ZImageGeneratorTrainsSavesAndSamples) {
-  auto toml = fixtures::tiny_model_toml();
-  auto g = toml.find("[generator]"), k = toml.find("[conditioner]");
-  toml.replace(g, k - g, R"([generator]
-arch = "zimage"
-dim = 32
-n_heads = 2
-n_layers = 1
-n_refiner_layers = 1
-axes_dims = [4, 6, 6]
-axes_lens = [64, 16, 16]
-in_channels = 3
-patch_size = 4
-)");
-  auto cfg = Config::parse(toml);
+  auto cfg = Config::parse(fixtures::tiny_zimage_model_toml());
   auto m = IommModel::create(IommModelConfig::from_config(cfg), 5);
   EXPECT_EQ(m.config().generator.arch, "zimage");
   EXPECT_EQ(m.config().generator.context_dim(), 32);  // cap_feat_dim follows the MLLM's width

@@ -1,5 +1,6 @@
 #include "models/activation_checkpoint.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 namespace iomm {
@@ -9,18 +10,51 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The block's function travels to backward inside the context (saved_data holds IValues, so it is a capsule).
-struct FnHolder : torch::CustomClassHolder {
-  explicit FnHolder(TensorFn f) : fn(std::move(f)) {}
-  TensorFn fn;
+// The autocast state of the forward pass, replayed in the recompute (which runs in backward, outside any autocast
+// scope): without it a block that ran in bf16 would recompute in fp32, or fail on mixed dtypes.
+struct AutocastState {
+  bool cpu = false, cuda = false;
+  c10::ScalarType cpu_dtype = c10::ScalarType::BFloat16, cuda_dtype = c10::ScalarType::Half;
+
+  static AutocastState current() {
+    return {at::autocast::is_autocast_enabled(c10::DeviceType::CPU),
+            at::autocast::is_autocast_enabled(c10::DeviceType::CUDA),
+            at::autocast::get_autocast_dtype(c10::DeviceType::CPU),
+            at::autocast::get_autocast_dtype(c10::DeviceType::CUDA)};
+  }
+  void apply() const {
+    at::autocast::set_autocast_enabled(c10::DeviceType::CPU, cpu);
+    at::autocast::set_autocast_enabled(c10::DeviceType::CUDA, cuda);
+    at::autocast::set_autocast_dtype(c10::DeviceType::CPU, cpu_dtype);
+    at::autocast::set_autocast_dtype(c10::DeviceType::CUDA, cuda_dtype);
+  }
 };
+
+// The block's function and autocast state travel to backward inside the context (saved_data holds IValues, so they
+// go as a capsule).
+struct FnHolder : torch::CustomClassHolder {
+  FnHolder(TensorFn f, AutocastState a) : fn(std::move(f)), autocast(a) {}
+  TensorFn fn;
+  AutocastState autocast;
+};
+
+// Runs fn under the forward's autocast state and restores the caller's afterwards.
+std::vector<at::Tensor> replay(const TensorFn& fn, const std::vector<at::Tensor>& inputs, const AutocastState& s) {
+  auto outer = AutocastState::current();
+  s.apply();
+  struct Restore {
+    const AutocastState& o;
+    ~Restore() { o.apply(); }
+  } restore{outer};
+  return fn(inputs);
+}
 
 struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
   // Runs without grad (Function::apply's forward always does): only the inputs are kept.
   // `inputs` must arrive as a TensorList: a std::vector would match Function's catch-all and count as one
   // non-tensor argument, leaving the outputs without a gradient edge.
   static variable_list forward(AutogradContext* ctx, const TensorFn& fn, at::TensorList inputs) {
-    ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::make_intrusive<FnHolder>(fn));
+    ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::make_intrusive<FnHolder>(fn, AutocastState::current()));
     ctx->save_for_backward(inputs.vec());
     return fn(inputs.vec());
   }
@@ -35,7 +69,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     variable_list outputs;
     {
       torch::AutoGradMode grad_on(true);
-      outputs = holder->fn(inputs);
+      outputs = replay(holder->fn, inputs, holder->autocast);
     }
     variable_list roots, root_grads;
     for (size_t i = 0; i < outputs.size(); ++i) {

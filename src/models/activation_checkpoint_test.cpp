@@ -7,6 +7,7 @@
 #include <functional>
 #include <set>
 
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -170,4 +171,32 @@ TEST(ActivationCheckpoint, ZImageBlocksGiveTheSameGradients) {
     EXPECT_TRUE(has_checkpoint(ck.out)) << every;
     expect_same(plain, ck);
   }
+}
+
+// The recompute runs in backward, outside the forward's autocast scope: it must replay the forward's autocast
+// state (torch.utils.checkpoint does), or a bf16 block recomputes in fp32 or fails on mixed dtypes.
+TEST(ActivationCheckpoint, RecomputeReplaysTheForwardsAutocast) {
+  torch::nn::Linear a(8, 16), b(16, 4);
+  auto x = torch::randn({3, 8}).requires_grad_(true);
+  auto fn = [&a, &b](const std::vector<at::Tensor>& in) {
+    return std::vector<at::Tensor>{b->forward(torch::gelu(a->forward(in[0])))};
+  };
+  auto forward = [&](bool ck) {
+    at::autocast::set_autocast_dtype(c10::DeviceType::CPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(c10::DeviceType::CPU, true);
+    auto y = ck ? checkpoint(fn, {x})[0] : fn({x})[0];
+    at::autocast::set_autocast_enabled(c10::DeviceType::CPU, false);
+    at::autocast::clear_cache();
+    EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+    return y;
+  };
+  auto grads = [&](const at::Tensor& y) {
+    for (auto& p : a->parameters()) p.mutable_grad() = at::Tensor();
+    for (auto& p : b->parameters()) p.mutable_grad() = at::Tensor();
+    x.mutable_grad() = at::Tensor();
+    y.to(at::kFloat).sum().backward();  // outside autocast, as the trainer's backward
+    return std::vector<at::Tensor>{a->weight.grad().clone(), b->weight.grad().clone(), x.grad().clone()};
+  };
+  auto plain = grads(forward(false)), ck = grads(forward(true));
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], ck[i])) << i;
 }

@@ -28,4 +28,21 @@ mask_ratio = 0.5
                      tiny_mllm_dir());
 }
 
+// The same model with IOMM-XL's generator, Z-Image's S3-DiT, at a tiny size (cap_feat_dim follows the MLLM).
+inline std::string tiny_zimage_model_toml() {
+  auto toml = tiny_model_toml();
+  auto g = toml.find("[generator]"), k = toml.find("[conditioner]");
+  return toml.replace(g, k - g, R"([generator]
+arch = "zimage"
+dim = 32
+n_heads = 2
+n_layers = 1
+n_refiner_layers = 1
+axes_dims = [4, 6, 6]
+axes_lens = [64, 16, 16]
+in_channels = 3
+patch_size = 4
+)");
+}
+
 }  // namespace iomm::fixtures
