@@ -1,4 +1,5 @@
-"""Reliability of the CLI (issue 17): fatal errors reach the run's log."""
+"""Reliability of the CLI (issue 17): fatal errors reach the run's log, and generation options that can only give a
+black image are refused before any model is loaded."""
 from conftest import ROOT
 
 UNDERSTANDING = ROOT / "configs" / "world" / "understanding.toml"
@@ -19,3 +20,28 @@ def test_fatal_error_is_written_to_the_run_log(iomm, tmp_path):
     assert error in log, log
     assert log.rstrip().splitlines()[-1].endswith(error)
 
+
+def test_generate_refuses_options_that_give_a_black_image(iomm, tmp_path):
+    # Checked before the model loads, so no model is needed: the error must name the option, not the model.
+    missing = tmp_path / "no-model"
+    for option, value in [("--cfg", "nan"), ("--cfg", "inf"), ("--shift", "0"), ("--shift", "nan"),
+                          ("--shift", "-2")]:
+        p = iomm("generate", "--model", missing, "--prompt", "a red circle", "--out", tmp_path / "x.png",
+                 f"{option}={value}", check=False)
+        assert p.returncode == 1, (option, value, p.stderr)
+        assert option in p.stderr and value in p.stderr, (option, value, p.stderr)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_and_edit_refuse_an_output_that_is_not_png(iomm, tmp_path):
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(b"not read: the output name is refused first")
+    for out in ["x.jpg", "x.JPEG", "x.webp", "x"]:
+        p = iomm("generate", "--model", tmp_path, "--prompt", "a red circle", "--out", tmp_path / out, check=False)
+        assert p.returncode == 1 and "must end in .png" in p.stderr and out in p.stderr, p.stderr
+        p = iomm("edit", "--model", tmp_path, "--image", ref, "--prompt", "make it blue", "--out", tmp_path / out,
+                 check=False)
+        assert p.returncode == 1 and "must end in .png" in p.stderr, p.stderr
+    # Upper-case .PNG is a PNG name: it gets past the check (and fails on the missing model instead).
+    p = iomm("generate", "--model", tmp_path, "--prompt", "a red circle", "--out", tmp_path / "x.PNG", check=False)
+    assert p.returncode == 1 and "must end in .png" not in p.stderr
