@@ -1,5 +1,7 @@
 // `iomm generate` (text-to-image) and `iomm edit` (zero-shot editing: instruction + the reference image's
 // tokens, unmasked) on a trained model directory (RUN/model, or RUN itself).
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
@@ -53,6 +55,16 @@ struct SamplingArgs {
   }
 };
 
+// iomm encodes PNG only: a .jpg name holding PNG bytes misleads every tool that trusts the extension.
+void check_png_out(const std::string& out) {
+  std::string ext = fs::path(out).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext != ".png")
+    iomm::fail("--out '{}': iomm writes PNG images only, so the file name must end in .png (convert the PNG "
+               "afterwards if you need another format)",
+               out);
+}
+
 void write_image(const at::Tensor& img, const std::string& path) {
   auto parent = fs::path(path).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
@@ -78,6 +90,8 @@ iomm::cli::Register gen_reg{{"generate", "Text-to-image with a trained IOMM mode
         ->capture_default_str();
     return [a]() -> int {
       if (a->prompt.empty() && a->prompts.empty()) iomm::fail("generate: give --prompt TEXT or --prompts FILE");
+      if (!a->prompt.empty()) check_png_out(a->out);
+      iomm::check_generate_options(a->options());  // before the model loads: a bad option fails in a second
       auto model = a->load();
       if (!a->prompt.empty()) {
         auto img = model.generate({{iomm::ConditionKind::text, a->prompt, {}}}, a->options());
@@ -108,6 +122,8 @@ iomm::cli::Register edit_reg{{"edit", "Zero-shot image editing: instruction + re
     app.add_option("--image", a->image, "reference image")->required()->check(CLI::ExistingFile);
     app.add_option("--prompt", a->prompt, "editing instruction")->required();
     return [a]() -> int {
+      check_png_out(a->out);
+      iomm::check_generate_options(a->options());
       auto model = a->load();
       int res = int(model.config().resolution);
       auto img = iomm::resize_shorter_side_center_crop(iomm::to_rgb(iomm::decode_image(a->image)), res,

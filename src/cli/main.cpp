@@ -38,11 +38,9 @@ int main(int argc, char** argv) {
   try {
     log::init(log_level);
     return action ? action() : 0;
-  } catch (const iomm::Error& e) {
+  } catch (const std::exception& e) {  // iomm::Error and anything else: the run's log gets it too
     std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    log::fatal(std::string("error: ") + e.what());
     return 1;
   }
 }

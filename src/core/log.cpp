@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <vector>
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -33,15 +34,46 @@ static std::shared_ptr<spdlog::sinks::sink> file_sink(const std::string& path) {
   return sink;
 }
 
-void add_file(const std::string& path) { spdlog::default_logger()->sinks().push_back(file_sink(path)); }
+// The file sinks on the default logger, for fatal().
+static std::vector<std::shared_ptr<spdlog::sinks::sink>>& files() {
+  static std::vector<std::shared_ptr<spdlog::sinks::sink>> f;
+  return f;
+}
+
+static void attach(std::shared_ptr<spdlog::sinks::sink> sink) {
+  auto logger = spdlog::default_logger();
+  // Flush per line: a buffered file lost the whole segment's log to a kill -9, and was left empty by a full disk.
+  logger->flush_on(spdlog::level::trace);
+  logger->sinks().push_back(sink);
+  files().push_back(std::move(sink));
+}
+
+static void detach(const std::shared_ptr<spdlog::sinks::sink>& sink) {
+  auto& sinks = spdlog::default_logger()->sinks();
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), sink), sinks.end());
+  files().erase(std::remove(files().begin(), files().end(), sink), files().end());
+}
+
+void add_file(const std::string& path) { attach(file_sink(path)); }
 
 void set_run_file(const std::string& path) {
   // One run log at a time: a process that runs several stages (the demo) logs each into its own run directory.
   static std::shared_ptr<spdlog::sinks::sink> current;
-  auto& sinks = spdlog::default_logger()->sinks();
-  if (current) sinks.erase(std::remove(sinks.begin(), sinks.end(), current), sinks.end());
+  if (current) detach(current);
   current = file_sink(path);
-  sinks.push_back(current);
+  attach(current);
+}
+
+void fatal(const std::string& message) noexcept {
+  try {
+    if (files().empty()) return;
+    spdlog::logger to_files("iomm", files().begin(), files().end());
+    to_files.set_level(spdlog::level::trace);
+    to_files.critical("{}", message);
+    to_files.flush();
+  } catch (...) {
+    // The process is ending on an error already reported to stderr; a log that cannot take it changes nothing.
+  }
 }
 
 }  // namespace iomm::log

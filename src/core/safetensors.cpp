@@ -93,6 +93,17 @@ json parse_json_unique_keys(const std::string& text, const std::string& file, st
   return j;
 }
 
+// A shard must lie in the index's directory (or below it): an index that names an absolute path or climbs out
+// with `..` would make a downloaded checkpoint read any file the user can read.
+void check_shard_inside(const std::string& index_path, const std::string& tensor, const std::string& shard) {
+  const fs::path p(shard), normal = fs::path(shard).lexically_normal();
+  if (shard.empty() || p.has_root_path() || normal.empty() || *normal.begin() == "..")
+    fail("'{}': weight_map names shard '{}' for tensor '{}', which is not a file inside the index's directory: "
+         "shards must be relative names such as model-00001-of-00002.safetensors; fix the index or re-export the "
+         "checkpoint",
+         index_path, shard, tensor);
+}
+
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
@@ -397,6 +408,7 @@ void Checkpoint::open_index(const std::string& index_path, ReadMode mode) {
     if (!shard.is_string())
       fail("'{}': weight_map entry for tensor '{}' is a JSON {}, not a shard file name", index_path, name,
            shard.type_name());
+    check_shard_inside(index_path, name, shard.get<std::string>());
     shards.emplace(shard.get<std::string>(), nullptr);
   }
   for (auto& [shard_name, file] : shards) {

@@ -417,6 +417,25 @@ TEST_F(SafetensorsIndexErrors, TensorInTwoShards) {
   EXPECT_NE(msg.find("both"), std::string::npos) << msg;
 }
 
+TEST_F(SafetensorsIndexErrors, ShardOutsideTheIndexDirectoryIsRefused) {
+  // A readable file with the tensor, outside the checkpoint: it used to be read.
+  fs::path outside = dir.parent_path() / (dir.filename().string() + "-outside.safetensors");
+  write(outside.string(), {ts[1].view});
+  for (const std::string& shard : {outside.string(), "../" + outside.filename().string(),
+                                   "sub/../../" + outside.filename().string()}) {
+    index["weight_map"]["b"] = shard;
+    std::string msg = open_error();
+    EXPECT_NE(msg.find(index_path.string()), std::string::npos) << msg;
+    EXPECT_NE(msg.find("'b'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("'" + shard + "'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("not a file inside the index's directory"), std::string::npos) << msg;
+  }
+  // Relative names that stay inside are fine.
+  index["weight_map"]["b"] = "./model-00002-of-00002.safetensors";
+  write_bytes(index_path, index.dump());
+  EXPECT_EQ(Checkpoint(dir.string()).size(), 2u);
+}
+
 TEST_F(SafetensorsIndexErrors, NoWeightMap) {
   index.erase("weight_map");
   std::string msg = open_error();

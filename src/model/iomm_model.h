@@ -71,6 +71,10 @@ struct GenerateOptions {
   std::vector<uint64_t> seeds;     // ... unless per-image seeds are given (results then independent of batching)
 };
 
+// Fails naming the option when `o` cannot give an image (before any model work): a non-finite guidance scale
+// (--cfg nan used to write a black PNG), a time shift that is not a finite number > 0, fewer than 1 step.
+void check_generate_options(const GenerateOptions& o);
+
 // Called after every sampler step with packed latents (x and the x0 estimate); decode_preview() turns them into
 // images for progress previews.
 using GenerateCallback = StepCallback;

@@ -1,5 +1,6 @@
 #include "model/iomm_model.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -144,6 +145,38 @@ TEST(IommModel, ZImageGeneratorTrainsSavesAndSamples) {
   o.steps = 2;
   EXPECT_TRUE(torch::equal(m.generate(conds(), o), back.generate(conds(), o)));
   std::filesystem::remove_all(dir);
+}
+
+TEST(IommModel, GenerateRefusesOptionsThatCannotGiveAnImage) {
+  auto error_of = [](const GenerateOptions& o) {
+    try {
+      check_generate_options(o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no error>");
+  };
+  const double nan = std::nan(""), inf = INFINITY;
+  for (double cfg : {nan, inf, -inf}) {
+    GenerateOptions o;
+    o.cfg_scale = cfg;
+    EXPECT_NE(error_of(o).find("guidance scale (cfg, --cfg)"), std::string::npos) << cfg << ": " << error_of(o);
+  }
+  for (double shift : {0.0, -1.0, nan, inf}) {
+    GenerateOptions o;
+    o.shift = shift;
+    EXPECT_NE(error_of(o).find("time shift (shift, --shift)"), std::string::npos) << shift << ": " << error_of(o);
+  }
+  GenerateOptions fine;
+  fine.cfg_scale = 0;  // unconditional: odd but an image
+  fine.shift = 3;
+  EXPECT_EQ(error_of(fine), "<no error>");
+  // generate() checks too (the trainer's samples and the apps call it without the CLI): nan used to give black.
+  GenerateOptions bad;
+  bad.steps = 1;
+  bad.cfg_scale = nan;
+  auto m = tiny_model();
+  EXPECT_THROW(m.generate({{ConditionKind::text, "a red circle", {}}}, bad), Error);
 }
 
 TEST(IommModel, ConcatConditionsPadsTheShorter) {

@@ -1,6 +1,8 @@
 // Generation (text-to-image, reconstruction from a self-condition, zero-shot editing): Euler or DPM-Solver++(2M) on
 // the PF-ODE from t = 1 to 0, with true classifier-free guidance against the unconditional prompt (two NFEs per
 // step, batched). The sampler is diffusion/flow_matching.h's, given the model as a velocity callback.
+#include <cmath>
+
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -50,8 +52,20 @@ at::Tensor initial_noise(const GenerateOptions& o, int64_t B, int64_t C, int64_t
 
 }  // namespace
 
+void check_generate_options(const GenerateOptions& o) {
+  if (!std::isfinite(o.cfg_scale))
+    fail("generate: the guidance scale (cfg, --cfg) is {}; give a finite number (1 = no guidance, 4.5 = the "
+         "default)",
+         o.cfg_scale);
+  if (!std::isfinite(o.shift) || o.shift <= 0)
+    fail("generate: the time shift (shift, --shift) is {}; give a finite number > 0 (1 = no shift, as trained)",
+         o.shift);
+  if (o.steps < 1) fail("generate: steps (--steps) is {}; give at least 1 sampling step (20 = the default)", o.steps);
+}
+
 at::Tensor IommModel::generate(const std::vector<ConditionInput>& conds, const GenerateOptions& o,
                                const GenerateCallback& on_step) {
+  check_generate_options(o);
   torch::NoGradGuard no_grad;
   generator_->module().eval();
   auto p = generator_->module().parameters().front();

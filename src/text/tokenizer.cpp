@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/json_limits.h"
 
 namespace iomm {
 namespace {
@@ -516,6 +517,7 @@ json read_json(const fs::path& file) {
   if (!in) fail("{}: cannot open the file for reading", file.string());
   std::ostringstream buf;  // parsing from memory is several times faster than from the stream
   buf << in.rdbuf();
+  check_json_nesting(buf.view(), file.string());  // before the DOM: copies of a deep value overflow the stack
   try {
     return json::parse(buf.view());
   } catch (const json::exception& e) {
@@ -523,23 +525,85 @@ json read_json(const fs::path& file) {
   }
 }
 
-std::string type_of(const json& j) { return j.is_object() ? j.value("type", std::string()) : std::string(); }
+// A value of a tokenizer file with its path in the file, so that every type error names both:
+// `FILE: field 'model.vocab["x"]' must be an integer from 0 to 16777215, got a string "1"`.
+class Field {
+ public:
+  Field(const json& j, std::string file, std::string path = "") : j_(&j), file_(std::move(file)), path_(std::move(path)) {}
+
+  // A member of an object; null when absent (or when this is not an object: the caller's own check names that).
+  Field operator[](const std::string& key) const {
+    static const json kNull;
+    auto it = j_->is_object() ? j_->find(key) : j_->end();
+    return Field(j_->is_object() && it != j_->end() ? *it : kNull, file_, path_.empty() ? key : path_ + "." + key);
+  }
+  // An entry of a map-like object ({token: id}) or of an array, named `path["key"]` / `path[i]`.
+  Field entry(const std::string& key, const json& v) const { return Field(v, file_, path_ + "[" + json(key).dump() + "]"); }
+  Field element(size_t i) const { return Field(array().at(i), file_, fmt::format("{}[{}]", path_, i)); }
+
+  const json& raw() const { return *j_; }
+  const std::string& path() const { return path_; }
+  bool null() const { return j_->is_null(); }
+  std::string str() const {
+    if (!j_->is_string()) wrong("a string");
+    return j_->get<std::string>();
+  }
+  std::string str_or(const std::string& dflt) const { return null() ? dflt : str(); }
+  bool flag(bool dflt) const {
+    if (null()) return dflt;
+    if (!j_->is_boolean()) wrong("true or false");
+    return j_->get<bool>();
+  }
+  double number() const {
+    if (!j_->is_number()) wrong("a number");
+    return j_->get<double>();
+  }
+  int64_t integer(int64_t lo, int64_t hi) const {  // in [lo, hi]
+    bool ok = j_->is_number_integer() && (j_->is_number_unsigned() ? j_->get<uint64_t>() <= uint64_t(hi)
+                                                                   : j_->get<int64_t>() <= hi);
+    if (!ok || j_->get<int64_t>() < lo) wrong(fmt::format("an integer from {} to {}", lo, hi));
+    return j_->get<int64_t>();
+  }
+  const json& object() const {
+    if (!j_->is_object()) wrong("an object");
+    return *j_;
+  }
+  const json& array() const {
+    if (!j_->is_array()) wrong("an array");
+    return *j_;
+  }
+  [[noreturn]] void wrong(const std::string& expected) const {
+    fail("{}: field '{}' must be {}, got {}; fix the field, or re-export the tokenizer with Hugging Face tokenizers",
+         file_, path_, expected, what_is(*j_));
+  }
+
+ private:
+  static std::string what_is(const json& j) {
+    if (j.is_null()) return "null (or nothing)";
+    if (j.is_object() || j.is_array()) return j.is_object() ? "an object" : "an array";
+    std::string v = j.dump();
+    if (v.size() > 40) v = v.substr(0, 37) + "...";
+    return fmt::format("a {} {}", j.type_name(), v);  // a string "1", a number 1.5, a boolean true
+  }
+  const json* j_;
+  std::string file_, path_;
+};
+
+std::string type_of(const Field& f) { return f.raw().is_object() ? f["type"].str_or("") : std::string(); }
 
 // For messages: `"Type"`, or the JSON itself when it has no type.
-std::string describe(const json& j) {
-  std::string type = type_of(j);
-  return type.empty() ? j.dump() : fmt::format("\"{}\"", type);
+std::string describe(const Field& f) {
+  std::string type = type_of(f);
+  return type.empty() ? f.raw().dump() : fmt::format("\"{}\"", type);
 }
 
 // vocab: {token: id}; merges: "A B" strings or ["A", "B"] pairs (rank = position).
-void build_model(Tokenizer::Impl& m, const json& vocab, const std::vector<std::pair<std::string, std::string>>& merges,
-                 const std::string& where) {
-  if (!vocab.is_object()) fail("{}: the vocabulary ({}) must be a JSON object {{token: id}}", m.source, where);
-  m.vocab.reserve(vocab.size());
-  for (const auto& [tok, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxId)
-      fail("{}: vocabulary entry \"{}\" has id {}, expected an integer in [0, {})", m.source, tok, id.dump(), kMaxId);
-    m.vocab[tok] = id.get<int32_t>();
+void build_model(Tokenizer::Impl& m, const Field& vocab, const std::vector<std::pair<std::string, std::string>>& merges) {
+  m.vocab.reserve(vocab.object().size());
+  for (const auto& [tok, id] : vocab.object().items()) {
+    // The Field (and its path string) only for a bad entry: a real vocabulary has 150k good ones.
+    bool good = id.is_number_unsigned() && id.get<uint64_t>() < uint64_t(kMaxId);
+    m.vocab[tok] = static_cast<int32_t>(good ? id.get<int64_t>() : vocab.entry(tok, id).integer(0, kMaxId - 1));
   }
   m.merges.reserve(merges.size());
   for (size_t rank = 0; rank < merges.size(); ++rank) {
@@ -561,17 +625,16 @@ std::pair<std::string, std::string> split_merge(const std::string& line, const s
   return {line.substr(0, sp), line.substr(sp + 1)};
 }
 
-AddedToken added_from_json(const json& t, int32_t id, const std::string& where) {
-  if (!t.is_object() || !t.contains("content") || !t["content"].is_string())
-    fail("{}: an entry of {} has no \"content\" string", where, "added tokens");
+AddedToken added_from_json(const Field& t, int32_t id) {
+  t.object();
   AddedToken a;
   a.id = id;
-  a.content = t["content"].get<std::string>();
-  a.special = t.value("special", false);
-  a.lstrip = t.value("lstrip", false);
-  a.rstrip = t.value("rstrip", false);
-  a.single_word = t.value("single_word", false);
-  a.normalized = t.value("normalized", !a.special);
+  a.content = t["content"].str();
+  a.special = t["special"].flag(false);
+  a.lstrip = t["lstrip"].flag(false);
+  a.rstrip = t["rstrip"].flag(false);
+  a.single_word = t["single_word"].flag(false);
+  a.normalized = t["normalized"].flag(!a.special);
   return a;
 }
 
@@ -602,63 +665,119 @@ void add_tokens(Tokenizer::Impl& m, std::vector<AddedToken> tokens) {
   }
 }
 
-void parse_normalizer(Tokenizer::Impl& m, const json& n) {
-  if (n.is_null()) return;
+void parse_normalizer(Tokenizer::Impl& m, const Field& n) {
+  if (n.null()) return;
   std::string type = type_of(n);
   if (type == "NFC") {
     m.nfc = true;
     return;
   }
-  if (type == "Sequence" && n.contains("normalizers") && n["normalizers"].is_array()) {
-    for (const json& x : n["normalizers"]) parse_normalizer(m, x);
+  if (type == "Sequence") {
+    Field list = n["normalizers"];
+    for (size_t i = 0; i < list.array().size(); ++i) parse_normalizer(m, list.element(i));
     return;
   }
   fail("{}: normalizer.type is \"{}\"; only NFC (or none) is supported, as in Qwen2's tokenizer.json. Use a "
        "byte-level BPE tokenizer such as Qwen2's",
-       m.source, type.empty() ? n.dump() : type);
+       m.source, type.empty() ? n.raw().dump() : type);
 }
 
-void parse_pre_tokenizer(Tokenizer::Impl& m, const json& p) {
-  std::vector<json> steps;
+// A Split step of the pre-tokenizer: its pattern, compiled.
+void parse_split(Tokenizer::Impl& m, const Field& s, size_t i) {
+  std::string behavior = s["behavior"].str_or("");
+  // With Isolated, matches and gaps are both pieces, so `invert` changes nothing.
+  if (behavior != "Isolated")
+    fail("{}: pre_tokenizer step {} (Split) has behavior \"{}\"; only \"Isolated\" is supported", m.source, i,
+         behavior);
+  Field pat = s["pattern"];
+  pat.object();
+  if (!pat["Regex"].null())
+    m.splits.push_back(compile(pat["Regex"].str(), 0, m.source + ": " + pat["Regex"].path()));
+  else if (!pat["String"].null())
+    m.splits.push_back(compile(pat["String"].str(), UREGEX_LITERAL, m.source + ": " + pat["String"].path()));
+  else
+    fail("{}: pre_tokenizer step {} (Split) has no pattern {{\"Regex\": ...}} or {{\"String\": ...}}", m.source, i);
+}
+
+void parse_pre_tokenizer(Tokenizer::Impl& m, const Field& p) {
+  std::vector<Field> steps;
   std::string type = type_of(p);
-  if (type == "Sequence" && p.contains("pretokenizers") && p["pretokenizers"].is_array())
-    steps.assign(p["pretokenizers"].begin(), p["pretokenizers"].end());
-  else if (!p.is_null())
+  if (type == "Sequence") {
+    Field list = p["pretokenizers"];
+    for (size_t i = 0; i < list.array().size(); ++i) steps.push_back(list.element(i));
+  } else if (!p.null()) {
     steps.push_back(p);
+  }
   if (steps.empty() || type_of(steps.back()) != "ByteLevel")
     fail("{}: pre_tokenizer is {}; iomm supports byte-level BPE only: Split pre-tokenizers followed by a "
          "ByteLevel pre-tokenizer (as in Qwen2's tokenizer.json)",
          m.source, describe(p));
   for (size_t i = 0; i + 1 < steps.size(); ++i) {
-    const json& s = steps[i];
-    if (type_of(s) != "Split")
+    if (type_of(steps[i]) != "Split")
       fail("{}: pre_tokenizer step {} has type \"{}\"; only Split steps may come before ByteLevel", m.source, i,
-           type_of(s));
-    std::string behavior = s.value("behavior", std::string());
-    // With Isolated, matches and gaps are both pieces, so `invert` changes nothing.
-    if (behavior != "Isolated")
-      fail("{}: pre_tokenizer step {} (Split) has behavior \"{}\"; only \"Isolated\" is supported", m.source, i,
-           behavior);
-    const json& pat = s.value("pattern", json());
-    if (pat.contains("Regex") && pat["Regex"].is_string())
-      m.splits.push_back(compile(pat["Regex"].get<std::string>(), 0, m.source + ": pre_tokenizer.pattern.Regex"));
-    else if (pat.contains("String") && pat["String"].is_string())
-      m.splits.push_back(
-          compile(pat["String"].get<std::string>(), UREGEX_LITERAL, m.source + ": pre_tokenizer.pattern.String"));
-    else
-      fail("{}: pre_tokenizer step {} (Split) has no pattern {{\"Regex\": ...}} or {{\"String\": ...}}", m.source, i);
+           type_of(steps[i]));
+    parse_split(m, steps[i], i);
   }
-  const json& bl = steps.back();
-  m.add_prefix_space = bl.value("add_prefix_space", true);
-  if (bl.value("use_regex", true)) m.byte_level_regex = compile(kGpt2Pattern, 0, "GPT-2 byte-level regex");
+  const Field& bl = steps.back();
+  m.add_prefix_space = bl["add_prefix_space"].flag(true);
+  if (bl["use_regex"].flag(true)) m.byte_level_regex = compile(kGpt2Pattern, 0, "GPT-2 byte-level regex");
 }
 
-void check_post_processor(Tokenizer::Impl& m, const json& p) {
+void check_post_processor(Tokenizer::Impl& m, const Field& p) {
   std::string type = type_of(p);
-  if (p.is_null() || type == "ByteLevel") return;  // ByteLevel only trims offsets: it adds no ids
+  if (p.null() || type == "ByteLevel") return;  // ByteLevel only trims offsets: it adds no ids
   fail("{}: post_processor.type is \"{}\"; iomm adds no special tokens around the text, so only null or "
        "ByteLevel (as in Qwen2's tokenizer.json) is supported",
-       m.source, type.empty() ? p.dump() : type);
+       m.source, type.empty() ? p.raw().dump() : type);
+}
+
+// model.merges: "A B" strings or ["A", "B"] pairs.
+std::vector<std::pair<std::string, std::string>> parse_merges(const Field& list, const std::string& source) {
+  std::vector<std::pair<std::string, std::string>> merges;
+  merges.reserve(list.array().size());
+  const std::string where = source + ": " + list.path();
+  for (size_t i = 0; i < list.array().size(); ++i) {
+    const json& v = list.raw()[i];
+    if (v.is_string())
+      merges.push_back(split_merge(v.get<std::string>(), where));
+    else if (v.is_array() && v.size() == 2 && v[0].is_string() && v[1].is_string())
+      merges.emplace_back(v[0].get<std::string>(), v[1].get<std::string>());
+    else
+      list.element(i).wrong("\"A B\" or [\"A\", \"B\"]");
+  }
+  return merges;
+}
+
+// The BPE model's options that iomm refuses: they change what encode() returns.
+void check_bpe_options(const Tokenizer::Impl& m, const Field& model) {
+  std::string mtype = model["type"].str_or("BPE");
+  if (mtype != "BPE")
+    fail("{}: model.type is \"{}\"; iomm supports byte-level BPE tokenizers only (model.type \"BPE\" with a "
+         "ByteLevel pre-tokenizer, as in Qwen2's tokenizer.json)",
+         m.source, mtype);
+  if (!model["dropout"].null() && model["dropout"].number() != 0.0)
+    fail("{}: model.dropout is {}; BPE dropout makes encoding random: set it to null", m.source,
+         model["dropout"].raw().dump());
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (std::string v = model[key].str_or(""); !v.empty())
+      fail("{}: model.{} is \"{}\"; byte-level BPE uses none: set it to \"\" or null", m.source, key, v);
+  if (model["byte_fallback"].flag(false))
+    fail("{}: model.byte_fallback is true; that is a SentencePiece-style BPE, not byte-level BPE", m.source);
+  if (model["vocab"].null() || model["merges"].null())
+    fail("{}: model has no \"vocab\" or no \"merges\"; expected a BPE model", m.source);
+}
+
+void parse_bpe_model(Tokenizer::Impl& m, const Field& model) {
+  check_bpe_options(m, model);
+  build_model(m, model["vocab"], parse_merges(model["merges"], m.source));
+  m.ignore_merges = model["ignore_merges"].flag(false);
+  if (!model["unk_token"].null()) {
+    std::string unk = model["unk_token"].str();
+    auto it = m.vocab.find(unk);
+    if (it == m.vocab.end()) fail("{}: model.unk_token \"{}\" is not in model.vocab", m.source, unk);
+    m.unk_id = it->second;
+  }
+  m.fuse_unk = model["fuse_unk"].flag(false);
 }
 
 std::shared_ptr<Tokenizer::Impl> load_tokenizer_json(const fs::path& file) {
@@ -667,59 +786,25 @@ std::shared_ptr<Tokenizer::Impl> load_tokenizer_json(const fs::path& file) {
   json j = read_json(file);
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
     fail("{}: no \"model\" object; expected a Hugging Face `tokenizers` tokenizer.json", m->source);
-  const json& model = j["model"];
-  std::string mtype = model.value("type", std::string("BPE"));
-  if (mtype != "BPE")
-    fail("{}: model.type is \"{}\"; iomm supports byte-level BPE tokenizers only (model.type \"BPE\" with a "
-         "ByteLevel pre-tokenizer, as in Qwen2's tokenizer.json)",
-         m->source, mtype);
-  if (model.contains("dropout") && !model["dropout"].is_null() && model["dropout"].get<double>() != 0.0)
-    fail("{}: model.dropout is {}; BPE dropout makes encoding random: set it to null", m->source,
-         model["dropout"].dump());
-  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty())
-      fail("{}: model.{} is \"{}\"; byte-level BPE uses none: set it to \"\" or null", m->source, key,
-           model[key].get<std::string>());
-  if (model.value("byte_fallback", false))
-    fail("{}: model.byte_fallback is true; that is a SentencePiece-style BPE, not byte-level BPE", m->source);
-  if (!model.contains("vocab") || !model.contains("merges"))
-    fail("{}: model has no \"vocab\" or no \"merges\"; expected a BPE model", m->source);
-
-  std::vector<std::pair<std::string, std::string>> merges;
-  for (const json& x : model["merges"]) {
-    if (x.is_string())
-      merges.push_back(split_merge(x.get<std::string>(), m->source + ": model.merges"));
-    else if (x.is_array() && x.size() == 2 && x[0].is_string() && x[1].is_string())
-      merges.emplace_back(x[0].get<std::string>(), x[1].get<std::string>());
-    else
-      fail("{}: model.merges entry {} is neither \"A B\" nor [\"A\", \"B\"]", m->source, x.dump());
-  }
-  build_model(*m, model["vocab"], merges, "model.vocab");
-  m->ignore_merges = model.value("ignore_merges", false);
-  if (model.contains("unk_token") && model["unk_token"].is_string()) {
-    auto it = m->vocab.find(model["unk_token"].get<std::string>());
-    if (it == m->vocab.end())
-      fail("{}: model.unk_token \"{}\" is not in model.vocab", m->source, model["unk_token"].get<std::string>());
-    m->unk_id = it->second;
-  }
-  m->fuse_unk = model.value("fuse_unk", false);
-
-  parse_normalizer(*m, j.value("normalizer", json()));
-  parse_pre_tokenizer(*m, j.value("pre_tokenizer", json()));
-  check_post_processor(*m, j.value("post_processor", json()));
-  const json& dec = j.value("decoder", json());
-  if (!dec.is_null() && type_of(dec) != "ByteLevel")
+  Field root(j, m->source);
+  parse_bpe_model(*m, root["model"]);
+  parse_normalizer(*m, root["normalizer"]);
+  parse_pre_tokenizer(*m, root["pre_tokenizer"]);
+  check_post_processor(*m, root["post_processor"]);
+  Field dec = root["decoder"];
+  if (!dec.null() && type_of(dec) != "ByteLevel")
     spdlog::warn("{}: decoder.type is \"{}\"; decode() uses the ByteLevel decoder anyway", m->source, type_of(dec));
   for (const char* key : {"truncation", "padding"})
-    if (j.contains(key) && !j[key].is_null())
+    if (!root[key].null())
       spdlog::warn("{}: \"{}\" is set; iomm ignores it (it never truncates or pads in the tokenizer)", m->source, key);
 
   std::vector<AddedToken> added;
-  if (j.contains("added_tokens") && j["added_tokens"].is_array())
-    for (const json& t : j["added_tokens"]) {
-      if (!t.contains("id") || !t["id"].is_number_integer())
-        fail("{}: an entry of added_tokens has no integer \"id\": {}", m->source, t.dump());
-      added.push_back(added_from_json(t, t["id"].get<int32_t>(), m->source + ": added_tokens"));
+  Field list = root["added_tokens"];
+  if (!list.null())
+    for (size_t i = 0; i < list.array().size(); ++i) {
+      Field t = list.element(i);
+      t.object();
+      added.push_back(added_from_json(t, static_cast<int32_t>(t["id"].integer(0, INT32_MAX))));
     }
   add_tokens(*m, std::move(added));
   m->finish();
@@ -739,6 +824,40 @@ void collect_special_names(const json& cfg, std::unordered_set<std::string>& nam
       for (const json& v : cfg[key]) add(v);
 }
 
+// Added tokens of the vocab.json + merges.txt layout: tokenizer_config.json's added_tokens_decoder, or the legacy
+// added_tokens.json {content: id} (special when named as a special token, and then not normalized).
+std::vector<AddedToken> legacy_added_tokens(const fs::path& dir, const json& cfg) {
+  std::vector<AddedToken> added;
+  Field decoder = Field(cfg, (dir / "tokenizer_config.json").string())["added_tokens_decoder"];
+  if (!decoder.null()) {
+    for (const auto& [key, t] : decoder.object().items()) {
+      int32_t id = -1;
+      try {
+        id = std::stoi(key);
+      } catch (const std::exception&) {
+        fail("{}: key \"{}\" of {} is not an integer id", (dir / "tokenizer_config.json").string(), key,
+             decoder.path());
+      }
+      added.push_back(added_from_json(decoder.entry(key, t), id));
+    }
+  } else if (fs::exists(dir / "added_tokens.json")) {
+    std::unordered_set<std::string> names;
+    if (cfg.is_object()) collect_special_names(cfg, names);
+    if (fs::exists(dir / "special_tokens_map.json")) collect_special_names(read_json(dir / "special_tokens_map.json"), names);
+    json at = read_json(dir / "added_tokens.json");
+    Field file(at, (dir / "added_tokens.json").string());
+    for (const auto& [content, id] : file.object().items()) {
+      AddedToken t;
+      t.id = static_cast<int32_t>(file.entry(content, id).integer(0, INT32_MAX));
+      t.content = content;
+      t.special = names.count(content) > 0;
+      t.normalized = !t.special;
+      added.push_back(std::move(t));
+    }
+  }
+  return added;
+}
+
 std::shared_ptr<Tokenizer::Impl> load_vocab_merges(const fs::path& dir) {
   auto m = std::make_shared<Tokenizer::Impl>();
   fs::path vocab_file = dir / "vocab.json", merges_file = dir / "merges.txt";
@@ -754,47 +873,20 @@ std::shared_ptr<Tokenizer::Impl> load_vocab_merges(const fs::path& dir) {
     if (line.empty() || line.rfind("#version", 0) == 0) continue;
     merges.push_back(split_merge(line, merges_file.string()));
   }
-  build_model(*m, vocab, merges, "vocab.json");
+  build_model(*m, Field(vocab, vocab_file.string()), merges);
   m->source = dir.string();
 
   // What transformers' Qwen2Tokenizer builds around vocab.json + merges.txt.
   m->nfc = true;
   m->splits.push_back(compile(kQwen2Pattern, 0, "Qwen2 pre-tokenizer pattern"));
   json cfg;
-  if (fs::exists(dir / "tokenizer_config.json")) cfg = read_json(dir / "tokenizer_config.json");
-  m->add_prefix_space = cfg.is_object() && cfg.value("add_prefix_space", json(false)).is_boolean() &&
-                        cfg.value("add_prefix_space", json(false)).get<bool>();
-
-  std::vector<AddedToken> added;
-  if (cfg.is_object() && cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object()) {
-    std::string where = (dir / "tokenizer_config.json").string() + ": added_tokens_decoder";
-    for (const auto& [key, t] : cfg["added_tokens_decoder"].items()) {
-      int32_t id = -1;
-      try {
-        id = std::stoi(key);
-      } catch (const std::exception&) {
-        fail("{}: key \"{}\" is not an integer id", where, key);
-      }
-      added.push_back(added_from_json(t, id, where));
-    }
-  } else if (fs::exists(dir / "added_tokens.json")) {
-    // Legacy file {content: id}: special when named as a special token, and then not normalized.
-    std::unordered_set<std::string> names;
-    if (cfg.is_object()) collect_special_names(cfg, names);
-    if (fs::exists(dir / "special_tokens_map.json")) collect_special_names(read_json(dir / "special_tokens_map.json"), names);
-    json at = read_json(dir / "added_tokens.json");
-    if (!at.is_object()) fail("{}: expected an object {{token: id}}", (dir / "added_tokens.json").string());
-    for (const auto& [content, id] : at.items()) {
-      if (!id.is_number_integer())
-        fail("{}: \"{}\" has id {}, expected an integer", (dir / "added_tokens.json").string(), content, id.dump());
-      AddedToken t;
-      t.id = id.get<int32_t>();
-      t.content = content;
-      t.special = names.count(content) > 0;
-      t.normalized = !t.special;
-      added.push_back(std::move(t));
-    }
+  if (fs::exists(dir / "tokenizer_config.json")) {
+    cfg = read_json(dir / "tokenizer_config.json");
+    Field(cfg, (dir / "tokenizer_config.json").string()).object();
   }
+  m->add_prefix_space = Field(cfg, (dir / "tokenizer_config.json").string())["add_prefix_space"].flag(false);
+
+  std::vector<AddedToken> added = legacy_added_tokens(dir, cfg);
   std::sort(added.begin(), added.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
   add_tokens(*m, std::move(added));
   m->finish();

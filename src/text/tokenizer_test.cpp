@@ -363,6 +363,114 @@ TEST(TokenizerLoad, ErrorsNameTheFileAndTheField) {
   EXPECT_NE(msg.find("no such file or directory"), std::string::npos) << msg;
 }
 
+// `{"a": {"a": ... 1 ... }}`, `depth` objects deep. (Objects: copying a deep object overflowed the stack where an
+// array of the same depth happened not to.)
+std::string nested(int depth) {
+  std::string s;
+  for (int i = 0; i < depth; ++i) s += R"({"a":)";
+  return s + "1" + std::string(size_t(depth), '}');
+}
+
+TEST(TokenizerLoad, RefusesDeepNestingBeforeBuildingTheDocument) {
+  // 100k levels used to end in SIGSEGV (a recursive copy or dump of the value), even in a value never read.
+  fs::path f = temp_dir("deep") / "tokenizer.json";
+  for (const char* key : {"normalizer", "pre_tokenizer", "post_processor", "decoder"}) {
+    json j = tiny_json();
+    j[key] = "@DEEP@";
+    std::string text = j.dump();
+    size_t at = text.find("\"@DEEP@\"");
+    text.replace(at, 8, nested(100000));
+    write(f, text);
+    std::string msg = error_of([&] { Tokenizer::load(f.string()); });
+    EXPECT_NE(msg.find(f.string()), std::string::npos) << key << ": " << msg;
+    EXPECT_NE(msg.find("nested deeper than 256 levels"), std::string::npos) << key << ": " << msg;
+    // The root object is level 1: the 256th '{' of the run (5 bytes each) opens level 257.
+    EXPECT_NE(msg.find(fmt::format("at byte {}", at + 255 * 5)), std::string::npos) << key << ": " << msg;
+  }
+  // An honest depth loads, and brackets inside strings do not count.
+  json ok = tiny_json();
+  ok["unused"] = json::parse(nested(200));
+  ok["version"] = std::string(1000, '[') + "\"\\";
+  EXPECT_EQ(load_json(ok, "deep_ok").encode("hello"), tiny().encode("hello"));
+}
+
+TEST(TokenizerLoad, EveryTypeErrorNamesTheFileAndTheField) {
+  // Each used to surface as nlohmann's "[json.exception.type_error.302] type must be ..." with neither the file
+  // nor the field, or was accepted silently (a 64-bit id truncated to 32 bits, a string flag read as false).
+  struct Case {
+    std::function<void(json&)> mutate;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {[](json& j) { j["model"]["vocab"]["h"] = "104"; }, R"(field 'model.vocab["h"]' must be an integer)"},
+      {[](json& j) { j["model"]["vocab"]["h"] = (int64_t{1} << 32) + 104; }, R"(field 'model.vocab["h"]' must be)"},
+      {[](json& j) { j["model"]["vocab"]["h"] = 104.5; }, R"(field 'model.vocab["h"]' must be an integer)"},
+      {[](json& j) { j["model"]["dropout"] = "0.1"; }, "field 'model.dropout' must be a number, got a string"},
+      {[](json& j) { j["model"]["type"] = 1; }, "field 'model.type' must be a string, got a number 1"},
+      {[](json& j) { j["model"]["byte_fallback"] = "no"; }, "field 'model.byte_fallback' must be true or false"},
+      {[](json& j) { j["model"]["ignore_merges"] = 1; }, "field 'model.ignore_merges' must be true or false"},
+      {[](json& j) { j["model"]["fuse_unk"] = "false"; }, "field 'model.fuse_unk' must be true or false"},
+      {[](json& j) { j["model"]["unk_token"] = 5; }, "field 'model.unk_token' must be a string"},
+      {[](json& j) { j["model"]["end_of_word_suffix"] = 0; }, "field 'model.end_of_word_suffix' must be a string"},
+      {[](json& j) { j["model"]["merges"] = "l l"; }, "field 'model.merges' must be an array, got a string"},
+      {[](json& j) { j["model"]["merges"][0] = 5; }, "field 'model.merges[0]' must be \"A B\" or"},
+      {[](json& j) { j["model"]["vocab"] = json::array(); }, "field 'model.vocab' must be an object, got an array"},
+      {[](json& j) { j["normalizer"]["type"] = 3; }, "field 'normalizer.type' must be a string, got a number 3"},
+      {[](json& j) { j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{"type", "NFC"}}}}; },
+       "field 'normalizer.normalizers' must be an array"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = "no"; },
+       "field 'pre_tokenizer.pretokenizers[1].use_regex' must be true or false"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = 0; },
+       "field 'pre_tokenizer.pretokenizers[1].add_prefix_space' must be true or false"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = 1; },
+       "field 'pre_tokenizer.pretokenizers[0].behavior' must be a string"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = 7; },
+       "field 'pre_tokenizer.pretokenizers[0].pattern.Regex' must be a string"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"] = "Split"; },
+       "field 'pre_tokenizer.pretokenizers' must be an array"},
+      {[](json& j) { j["post_processor"]["type"] = true; }, "field 'post_processor.type' must be a string"},
+      {[](json& j) { j["added_tokens"] = json::object(); }, "field 'added_tokens' must be an array"},
+      {[](json& j) { j["added_tokens"][0]["special"] = "yes"; },
+       "field 'added_tokens[0].special' must be true or false, got a string \"yes\""},
+      {[](json& j) { j["added_tokens"][1]["content"] = 7; }, "field 'added_tokens[1].content' must be a string"},
+      {[](json& j) { j["added_tokens"][2]["id"] = 1.5; }, "field 'added_tokens[2].id' must be an integer"},
+      {[](json& j) {
+         j["added_tokens"][2]["normalized"] = nullptr;  // null is "not given": the default applies
+         j["added_tokens"][3]["lstrip"] = 1;
+       },
+       "field 'added_tokens[3].lstrip' must be true or false"},
+  };
+  fs::path f = temp_dir("types") / "tokenizer.json";
+  for (const Case& c : cases) {
+    json j = tiny_json();
+    c.mutate(j);
+    write(f, j.dump());
+    std::string msg = error_of([&] { Tokenizer::load(f.string()); });
+    EXPECT_EQ(msg.rfind(f.string() + ": ", 0), 0u) << msg;
+    EXPECT_NE(msg.find(c.expected), std::string::npos) << "expected: " << c.expected << "\n     got: " << msg;
+  }
+
+  // The vocab.json + merges.txt layout reads through the same checks.
+  fs::path d = temp_dir("types_legacy");
+  json vocab = tiny_json()["model"]["vocab"];
+  std::string merges;
+  for (const auto& [a, b] : kMerges) merges += a + " " + b + "\n";
+  write(d / "merges.txt", merges);
+  vocab["e"] = "101";
+  write(d / "vocab.json", vocab.dump());
+  std::string msg = error_of([&] { Tokenizer::load(d.string()); });
+  EXPECT_NE(msg.find((d / "vocab.json").string() + R"(: field '["e"]' must be an integer)"), std::string::npos) << msg;
+  vocab["e"] = 101;
+  write(d / "vocab.json", vocab.dump());
+  write(d / "tokenizer_config.json", R"({"add_prefix_space": "true"})");
+  msg = error_of([&] { Tokenizer::load(d.string()); });
+  EXPECT_NE(msg.find("tokenizer_config.json: field 'add_prefix_space' must be true or false"), std::string::npos) << msg;
+  write(d / "tokenizer_config.json", "{}");
+  write(d / "added_tokens.json", R"({"<x>": "300"})");
+  msg = error_of([&] { Tokenizer::load(d.string()); });
+  EXPECT_NE(msg.find(R"(added_tokens.json: field '["<x>"]' must be an integer)"), std::string::npos) << msg;
+}
+
 TEST(TokenizerChatTemplate, MatchesOpenUniPromptForm) {
   EXPECT_EQ(apply_chat_template({{"user", "Generate an image: a cat"}}, true),
             "<|im_start|>user\nGenerate an image: a cat<|im_end|>\n<|im_start|>assistant\n");

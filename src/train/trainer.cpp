@@ -167,6 +167,8 @@ LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& ru
   apply_process_settings(c);
   LoopState st(stage.parameters(), c);
   int64_t start = resume ? restore(st, c, run) : 0;
+  // Rows past the checkpoint are redone below: without this, metrics.jsonl would hold those steps twice.
+  if (resume && start > 0) drop_rows_after_step(run.file("metrics.jsonl"), start);
   MetricsWriter metrics(run.file("metrics.jsonl"), resume && start > 0);
   const int64_t end = c.stop_at > 0 ? std::min(c.stop_at, c.steps) : c.steps;
   ProgressBar bar(c.steps, stage.name(), "step");

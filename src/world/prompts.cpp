@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json_limits.h"
 
 namespace iomm::world {
 
@@ -133,43 +134,75 @@ const std::set<std::string>& heldout_color_pairs() { return builtin().pairs; }
 
 // ---- JSON ----
 
-PromptSpec prompt_from_json(const nlohmann::json& j, const std::string& where) {
-  auto need = [&](const nlohmann::json& o, const char* field) -> const nlohmann::json& {
-    if (!o.is_object() || !o.contains(field)) fail("{}: missing field '{}' (GenEval metadata form)", where, field);
+namespace {
+
+// Typed reads of one metadata line: every error names the line, the field and what it must be. nlohmann's own
+// get<int>() turned 1.5, true and 2^32+1 into 1.
+struct MetaReader {
+  const std::string& where;
+
+  const nlohmann::json& need(const nlohmann::json& o, const char* field, const std::string& path) const {
+    if (!o.is_object() || !o.contains(field))
+      fail("{}: missing field '{}' (GenEval metadata form)", where, path.empty() ? field : path + "." + field);
     return o[field];
-  };
-  auto reqs = [&](const nlohmann::json& arr, bool include) {
+  }
+  std::string str(const nlohmann::json& v, const std::string& path) const {
+    if (!v.is_string()) wrong(v, path, "a string");
+    return v.get<std::string>();
+  }
+  int integer(const nlohmann::json& v, const std::string& path, int lo, int hi) const {
+    bool ok = false;  // JSON's non-negative integers are unsigned: compare without wrapping 2^64 - 1 to -1
+    if (v.is_number_unsigned())
+      ok = v.get<uint64_t>() <= uint64_t(hi) && int64_t(v.get<uint64_t>()) >= lo;
+    else if (v.is_number_integer())
+      ok = v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+    if (!ok) wrong(v, path, fmt::format("an integer from {} to {}", lo, hi));
+    return v.get<int>();
+  }
+  [[noreturn]] void wrong(const nlohmann::json& v, const std::string& path, const std::string& expected) const {
+    fail("{}: field '{}' must be {}, got {}; fix the line (GenEval metadata form: {{\"class\": \"circle\", "
+         "\"count\": 2}})",
+         where, path, expected, v.dump().substr(0, 40));
+  }
+};
+
+// GenEval asks for at most a handful of objects; the bound keeps a typo from allocating 2^31 layout slots.
+constexpr int kMaxCount = 100;
+
+Requirement requirement_from_json(const nlohmann::json& r, const std::string& path, int earlier, const MetaReader& m) {
+  if (!r.is_object()) m.wrong(r, path, "an object");
+  Requirement q;
+  q.cls = m.str(m.need(r, "class", path), path + ".class");
+  q.count = m.integer(m.need(r, "count", path), path + ".count", 1, kMaxCount);
+  if (r.contains("color")) q.color = m.str(r["color"], path + ".color");
+  if (r.contains("position")) {
+    const auto& p = r["position"];
+    if (!p.is_array() || p.size() != 2) m.wrong(p, path + ".position", "[relation, include index], e.g. [\"left of\", 0]");
+    q.position = std::make_pair(m.str(p[0], path + ".position[0]"), m.integer(p[1], path + ".position[1]", 0, kMaxCount));
+    if (std::find(kRelations.begin(), kRelations.end(), q.position->first) == kRelations.end())
+      fail("{}: unknown relation '{}': use left of, right of, above, below", m.where, q.position->first);
+    if (q.position->second >= earlier)
+      fail("{}: position target {} must name an earlier include entry", m.where, q.position->second);
+  }
+  return q;
+}
+
+}  // namespace
+
+PromptSpec prompt_from_json(const nlohmann::json& j, const std::string& where) {
+  const MetaReader m{where};
+  auto reqs = [&](const nlohmann::json& arr, const std::string& field) {
     std::vector<Requirement> out;
-    if (!arr.is_array()) fail("{}: '{}' must be a list", where, include ? "include" : "exclude");
-    for (const auto& r : arr) {
-      Requirement q;
-      q.cls = need(r, "class").get<std::string>();
-      q.count = need(r, "count").get<int>();
-      if (q.count < 1) fail("{}: count must be >= 1, got {}", where, q.count);
-      if (r.contains("color")) q.color = r["color"].get<std::string>();
-      if (r.contains("position")) {
-        const auto& p = r["position"];
-        if (!p.is_array() || p.size() != 2)
-          fail("{}: position must be [relation, include index], e.g. [\"left of\", 0]", where);
-        q.position = std::make_pair(p[0].get<std::string>(), p[1].get<int>());
-        if (std::find(kRelations.begin(), kRelations.end(), q.position->first) == kRelations.end())
-          fail("{}: unknown relation '{}': use left of, right of, above, below", where, q.position->first);
-        if (q.position->second < 0 || q.position->second >= int(out.size()))
-          fail("{}: position target {} must name an earlier include entry", where, q.position->second);
-      }
-      out.push_back(std::move(q));
-    }
+    if (!arr.is_array()) fail("{}: '{}' must be a list", where, field);
+    for (size_t i = 0; i < arr.size(); ++i)
+      out.push_back(requirement_from_json(arr[i], fmt::format("{}[{}]", field, i), int(out.size()), m));
     return out;
   };
   PromptSpec p;
-  try {
-    p.tag = need(j, "tag").get<std::string>();
-    p.prompt = need(j, "prompt").get<std::string>();
-    p.include = reqs(need(j, "include"), true);
-    if (j.contains("exclude")) p.exclude = reqs(j["exclude"], false);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed prompt metadata: {}", where, e.what());
-  }
+  p.tag = m.str(m.need(j, "tag", ""), "tag");
+  p.prompt = m.str(m.need(j, "prompt", ""), "prompt");
+  p.include = reqs(m.need(j, "include", ""), "include");
+  if (j.contains("exclude")) p.exclude = reqs(j["exclude"], "exclude");
   return p;
 }
 
@@ -191,14 +224,15 @@ nlohmann::ordered_json to_json(const PromptSpec& p) {
   return j;
 }
 
-std::vector<PromptSpec> read_prompts(const std::string& path) {
+std::vector<std::pair<int, PromptSpec>> read_prompts_with_lines(const std::string& path) {
   std::ifstream in(path);
   if (!in) fail("cannot open prompt file '{}': pass a GenEval-style metadata.jsonl (see `iomm world make`)", path);
-  std::vector<PromptSpec> out;
+  std::vector<std::pair<int, PromptSpec>> out;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path, n);
+    check_json_nesting(line, where);  // to_json() copies `raw`, recursively
     nlohmann::ordered_json raw;
     try {
       raw = nlohmann::ordered_json::parse(line);
@@ -207,9 +241,15 @@ std::vector<PromptSpec> read_prompts(const std::string& path) {
     }
     PromptSpec p = prompt_from_json(nlohmann::json::parse(line), where);
     p.raw = std::move(raw);
-    out.push_back(std::move(p));
+    out.emplace_back(n, std::move(p));
   }
   if (out.empty()) fail("prompt file '{}' holds no prompts", path);
+  return out;
+}
+
+std::vector<PromptSpec> read_prompts(const std::string& path) {
+  std::vector<PromptSpec> out;
+  for (auto& [line, p] : read_prompts_with_lines(path)) out.push_back(std::move(p));
   return out;
 }
 

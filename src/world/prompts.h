@@ -42,6 +42,8 @@ struct PromptSpec {
 PromptSpec prompt_from_json(const nlohmann::json& j, const std::string& where);
 nlohmann::ordered_json to_json(const PromptSpec& p);  // GenEval's key order: tag, include, exclude, prompt
 std::vector<PromptSpec> read_prompts(const std::string& path);
+// The same, with each prompt's 1-based line number (for messages naming FILE:LINE).
+std::vector<std::pair<int, PromptSpec>> read_prompts_with_lines(const std::string& path);
 void write_prompts(const std::vector<PromptSpec>& prompts, const std::string& path);  // atomic
 
 // GenEval's prompt templates ("a photo of a red circle and a blue square", ...).

@@ -1,6 +1,7 @@
 #include "world/shapes_eval.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <regex>
@@ -131,42 +132,124 @@ nlohmann::ordered_json EvalResult::to_json() const {
   return j;
 }
 
+namespace {
+
+const char* label(const char* s) { return s; }
+const char* label(Shape s) { return name(s); }
+const char* label(Color c) { return name(c); }
+
+template <typename T, size_t N>
+std::string names_of(const std::array<T, N>& xs) {
+  std::string out;
+  for (const auto& x : xs) out += (out.empty() ? "" : ", ") + std::string(label(x));
+  return out;
+}
+
+// GenEval's own metadata can ask for any COCO class; ShapesEval refuses what its detector cannot see instead of
+// counting it as a failed image, and a tag outside its six categories instead of adding one to the overall mean.
+void check_judgeable(const PromptSpec& p, const std::string& where) {
+  if (std::find(kTags.begin(), kTags.end(), p.tag) == kTags.end())
+    fail("{}: field 'tag' is '{}', which is not a ShapesEval category; use one of {} (another tag would add a "
+         "category to the overall mean)",
+         where, p.tag, names_of(kTags));
+  if (p.include.empty())
+    fail("{}: field 'include' is empty, so every image would pass; list the objects the prompt asks for, e.g. "
+         "[{{\"class\": \"circle\", \"count\": 1}}]",
+         where);
+  auto check = [&](const std::vector<Requirement>& rs, const char* list) {
+    for (size_t i = 0; i < rs.size(); ++i) {
+      const bool shape = std::any_of(kShapes.begin(), kShapes.end(), [&](Shape x) { return rs[i].cls == name(x); });
+      if (!shape)
+        fail("{}: field '{}[{}].class' is '{}'; ShapesEval detects only {} (lower case): fix the class", where, list,
+             i, rs[i].cls, names_of(kShapes));
+      const auto& c = rs[i].color;
+      if (c && std::none_of(kColors.begin(), kColors.end(), [&](Color x) { return *c == name(x); }))
+        fail("{}: field '{}[{}].color' is '{}'; ShapesEval tells only {} (lower case): fix the colour", where, list,
+             i, *c, names_of(kColors));
+    }
+  };
+  check(p.include, "include");
+  check(p.exclude, "exclude");
+}
+
+// The numbered prompt folders by index. Two names for one index (00003 and 000003) would score prompt 3 twice.
+std::map<int, fs::path> prompt_folders(const std::string& dir) {
+  static const std::regex digits(R"(\d+)");
+  std::map<int, fs::path> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (!e.is_directory() || !std::regex_match(n, digits)) continue;
+    int index = 0;
+    if (std::from_chars(n.data(), n.data() + n.size(), index).ec != std::errc())
+      fail("eval shapes: '{}': the folder number is too large for a prompt index; name prompt folders 00000, "
+           "00001, ... as GenEval does",
+           e.path().string());
+    auto [it, fresh] = out.emplace(index, e.path());
+    if (!fresh)
+      fail("eval shapes: '{}' and '{}' are both prompt {}: keep one folder per prompt (GenEval's name is {:05d})",
+           it->second.string(), e.path().string(), index, index);
+  }
+  if (out.empty())
+    fail("eval shapes: '{}' has no numbered prompt folders (<00000>/metadata.jsonl + samples/<0000>.png); "
+         "make them with `iomm world render` or your generator", dir);
+  return out;
+}
+
+// A folder's one prompt, checked to be one that ShapesEval can judge.
+PromptSpec folder_prompt(const fs::path& folder) {
+  const auto meta = folder / "metadata.jsonl";
+  if (!fs::is_regular_file(meta)) fail("eval shapes: '{}' is missing", meta.string());
+  auto prompts = read_prompts_with_lines(meta.string());
+  if (prompts.size() > 1)
+    fail("eval shapes: {}:{}: a second prompt; GenEval's layout has one prompt per numbered folder, so only the "
+         "first would be scored: move it to a folder of its own",
+         meta.string(), prompts[1].first);
+  check_judgeable(prompts[0].second, fmt::format("{}:{}", meta.string(), prompts[0].first));
+  return std::move(prompts[0].second);
+}
+
+std::vector<fs::path> folder_samples(const fs::path& folder) {
+  static const std::regex png(R"(\d+\.png)");
+  std::vector<fs::path> samples;
+  if (fs::is_directory(folder / "samples"))
+    for (const auto& e : fs::directory_iterator(folder / "samples"))
+      if (e.is_regular_file() && std::regex_match(e.path().filename().string(), png)) samples.push_back(e.path());
+  if (samples.empty())
+    fail("eval shapes: '{}' holds no <0000>.png samples, so this prompt would be left out of every score: generate "
+         "its images, or remove the folder '{}'",
+         (folder / "samples").string(), folder.string());
+  std::sort(samples.begin(), samples.end());
+  return samples;
+}
+
+}  // namespace
+
 EvalResult evaluate_folder(const std::string& dir, const DetectorParams& params) {
   if (!fs::is_directory(dir))
     fail("eval shapes: '{}' is not a directory: pass the folder with <00000>/metadata.jsonl and samples/", dir);
-  std::vector<fs::path> prompt_dirs;
-  static const std::regex digits(R"(\d+)"), png(R"(\d+\.png)");
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && std::regex_match(e.path().filename().string(), digits)) prompt_dirs.push_back(e.path());
-  std::sort(prompt_dirs.begin(), prompt_dirs.end());
-  if (prompt_dirs.empty())
-    fail("eval shapes: '{}' has no numbered prompt folders (<00000>/metadata.jsonl + samples/<0000>.png); "
-         "make them with `iomm world render` or your generator", dir);
-  EvalResult r;
-  for (const auto& pd : prompt_dirs) {
-    const auto meta = pd / "metadata.jsonl";
-    if (!fs::is_regular_file(meta)) fail("eval shapes: '{}' is missing", meta.string());
-    const auto prompts = read_prompts(meta.string());
-    const PromptSpec& p = prompts.front();
+  struct Folder {
+    int index;
+    PromptSpec prompt;
     std::vector<fs::path> samples;
-    if (fs::is_directory(pd / "samples"))
-      for (const auto& e : fs::directory_iterator(pd / "samples"))
-        if (e.is_regular_file() && std::regex_match(e.path().filename().string(), png)) samples.push_back(e.path());
-    std::sort(samples.begin(), samples.end());
-    for (const auto& s : samples) {
+  };
+  std::vector<Folder> folders;  // every folder checked before the first image is scored
+  for (const auto& [index, path] : prompt_folders(dir))
+    folders.push_back({index, folder_prompt(path), folder_samples(path)});
+  EvalResult r;
+  for (const auto& f : folders) {
+    for (const auto& s : f.samples) {
       ImageRecord rec;
       rec.file = fs::relative(s, dir).string();
-      rec.prompt_index = std::stoi(pd.filename().string());
-      rec.tag = p.tag;
-      rec.prompt = p.prompt;
+      rec.prompt_index = f.index;
+      rec.tag = f.prompt.tag;
+      rec.prompt = f.prompt.prompt;
       const SceneReading scene = read_scene(to_raster(decode_image(s.string())), params);
-      rec.verdict = judge(p, scene, params);
+      rec.verdict = judge(f.prompt, scene, params);
       rec.detections = scene.objects;
       rec.stray = scene.stray;
       r.images.push_back(std::move(rec));
     }
   }
-  if (r.images.empty()) fail("eval shapes: no samples/<0000>.png images under '{}'", dir);
   summarize(r);
   return r;
 }

@@ -5,7 +5,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
+#include <fmt/format.h>
+
+#include "core/error.h"
 #include "data/image.h"
 #include "world/corpus.h"
 
@@ -257,6 +261,102 @@ TEST(ShapesEval, FolderRenderEvaluateAndGrid) {
   EXPECT_EQ(g.at(1, 1, 1), 180);
   EXPECT_EQ(g.at(1, 1, 0), 0);
   std::filesystem::remove_all(dir);
+}
+
+// --- metadata that ShapesEval cannot judge is refused, naming the file, the line and the field ---
+
+class ShapesEvalMetadata : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir = std::filesystem::temp_directory_path() /
+          fmt::format("iomm_shapes_meta_{}_{}", ::getpid(), info->name());
+    std::filesystem::remove_all(dir);
+    render_prompts({builtin_prompts("eval-small")[0], builtin_prompts("eval-small")[1]}, dir.string(), 1, 5, 32,
+                   false);
+    meta = (dir / "00001" / "metadata.jsonl").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+  // Prompt 1's metadata after a blank first line, so that the error must name line 2; returns the error.
+  std::string error_with(const std::string& line) {
+    std::ofstream(meta) << "\n" << line << "\n";
+    try {
+      evaluate_folder(dir.string());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "<no error>";
+  }
+  std::filesystem::path dir;
+  std::string meta;
+};
+
+// `{"tag": TAG, "include": [INCLUDE], "prompt": "p"}`
+std::string line_of(const std::string& include, const std::string& tag = "colors") {
+  return R"({"tag": ")" + tag + R"(", "include": [)" + include + R"(], "prompt": "p"})";
+}
+
+TEST_F(ShapesEvalMetadata, CountMustBeAnIntegerNotOneOrTrueOrAWrappingNumber) {
+  // nlohmann's get<int>() made each of these 1: a counting prompt silently became "one object".
+  for (const std::string count : {"1.5", "true", "4294967297", "0", "\"2\"", "101"}) {
+    std::string msg = error_with(line_of(R"({"class": "circle", "count": )" + count + "}"));
+    EXPECT_NE(msg.find(meta + ":2: field 'include[0].count' must be an integer from 1 to 100"), std::string::npos)
+        << count << ": " << msg;
+  }
+  std::string msg = error_with(line_of(R"({"class": "circle", "count": 1}, {"class": "square", "count": 2.0})"));
+  EXPECT_NE(msg.find("field 'include[1].count'"), std::string::npos) << msg;
+}
+
+TEST_F(ShapesEvalMetadata, UnknownClassOrColourIsAnErrorNotAFailedImage) {
+  struct Case {
+    std::string include, field, value;
+  };
+  for (const Case& c : {Case{R"({"class": "circle", "count": 1, "color": "magenta"})", "include[0].color", "magenta"},
+                        Case{R"({"class": "circle", "count": 1, "color": "RED"})", "include[0].color", "RED"},
+                        Case{R"({"class": "circle", "count": 1, "color": ""})", "include[0].color", ""},
+                        Case{R"({"class": "RED", "count": 1})", "include[0].class", "RED"},
+                        Case{R"({"class": "", "count": 1})", "include[0].class", ""},
+                        Case{R"({"class": "dog", "count": 1})", "include[0].class", "dog"}}) {
+    std::string msg = error_with(line_of(c.include));
+    EXPECT_NE(msg.find(meta + ":2: field '" + c.field + "' is '" + c.value + "'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("lower case"), std::string::npos) << msg;
+  }
+  std::string msg = error_with(R"({"tag": "counting", "include": [{"class": "circle", "count": 2}], )"
+                               R"("exclude": [{"class": "Circle", "count": 3}], "prompt": "p"})");
+  EXPECT_NE(msg.find("field 'exclude[0].class' is 'Circle'"), std::string::npos) << msg;
+}
+
+TEST_F(ShapesEvalMetadata, UnknownTagIsAnErrorNotANewCategory) {
+  std::string msg = error_with(line_of(R"({"class": "circle", "count": 1})", "colour"));
+  EXPECT_NE(msg.find(meta + ":2: field 'tag' is 'colour'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("single_object, two_object, counting, colors, position, color_attr"), std::string::npos) << msg;
+}
+
+TEST_F(ShapesEvalMetadata, EmptyIncludeIsAnErrorNotAPass) {
+  std::string msg = error_with(line_of(""));
+  EXPECT_NE(msg.find(meta + ":2: field 'include' is empty"), std::string::npos) << msg;
+}
+
+TEST_F(ShapesEvalMetadata, PromptWithoutSamplesIsAnErrorNotDropped) {
+  std::filesystem::remove(dir / "00001" / "samples" / "0000.png");
+  std::string msg = error_with(line_of(R"({"class": "circle", "count": 1})"));
+  EXPECT_NE(msg.find("'" + (dir / "00001" / "samples").string() + "' holds no <0000>.png samples"), std::string::npos)
+      << msg;
+  std::filesystem::remove(dir / "00001" / "samples");
+  msg = error_with(line_of(R"({"class": "circle", "count": 1})"));
+  EXPECT_NE(msg.find("holds no <0000>.png samples"), std::string::npos) << msg;
+}
+
+TEST_F(ShapesEvalMetadata, TwoFoldersForOnePromptIndexAreAnError) {
+  std::filesystem::copy(dir / "00001", dir / "000001", std::filesystem::copy_options::recursive);
+  std::string msg = error_with(line_of(R"({"class": "circle", "count": 1})"));
+  EXPECT_NE(msg.find("are both prompt 1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find((dir / "00001").string() + "'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find((dir / "000001").string() + "'"), std::string::npos) << msg;
+}
+
+TEST_F(ShapesEvalMetadata, ValidMetadataStillScores) {
+  EXPECT_EQ(error_with(to_json(builtin_prompts("eval-small")[1]).dump()), "<no error>");
 }
 
 }  // namespace

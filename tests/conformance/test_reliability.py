@@ -1,0 +1,47 @@
+"""Reliability of the CLI (issue 17): fatal errors reach the run's log, and generation options that can only give a
+black image are refused before any model is loaded."""
+from conftest import ROOT
+
+UNDERSTANDING = ROOT / "configs" / "world" / "understanding.toml"
+
+
+def test_fatal_error_is_written_to_the_run_log(iomm, tmp_path):
+    run = tmp_path / "u"
+    short = ["--config", UNDERSTANDING, "--set", "train.steps=4", "--set", "train.stop_at=2", "--set",
+             "train.log_every=1", "--set", "train.eval_samples=8", "--out", run]
+    iomm("train", *short, cwd=ROOT)
+    shard = run / "checkpoints" / "step-00000002" / "model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-8])  # a damaged checkpoint: resume must stop, and say so in the log
+    p = iomm("train", *short, "--resume", cwd=ROOT, check=False)
+    assert p.returncode == 1
+    error = p.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "model.safetensors" in error
+    log = (run / "log.txt").read_text()
+    assert error in log, log
+    assert log.rstrip().splitlines()[-1].endswith(error)
+
+
+def test_generate_refuses_options_that_give_a_black_image(iomm, tmp_path):
+    # Checked before the model loads, so no model is needed: the error must name the option, not the model.
+    missing = tmp_path / "no-model"
+    for option, value in [("--cfg", "nan"), ("--cfg", "inf"), ("--shift", "0"), ("--shift", "nan"),
+                          ("--shift", "-2")]:
+        p = iomm("generate", "--model", missing, "--prompt", "a red circle", "--out", tmp_path / "x.png",
+                 f"{option}={value}", check=False)
+        assert p.returncode == 1, (option, value, p.stderr)
+        assert option in p.stderr and value in p.stderr, (option, value, p.stderr)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_and_edit_refuse_an_output_that_is_not_png(iomm, tmp_path):
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(b"not read: the output name is refused first")
+    for out in ["x.jpg", "x.JPEG", "x.webp", "x"]:
+        p = iomm("generate", "--model", tmp_path, "--prompt", "a red circle", "--out", tmp_path / out, check=False)
+        assert p.returncode == 1 and "must end in .png" in p.stderr and out in p.stderr, p.stderr
+        p = iomm("edit", "--model", tmp_path, "--image", ref, "--prompt", "make it blue", "--out", tmp_path / out,
+                 check=False)
+        assert p.returncode == 1 and "must end in .png" in p.stderr, p.stderr
+    # Upper-case .PNG is a PNG name: it gets past the check (and fails on the missing model instead).
+    p = iomm("generate", "--model", tmp_path, "--prompt", "a red circle", "--out", tmp_path / "x.PNG", check=False)
+    assert p.returncode == 1 and "must end in .png" not in p.stderr
