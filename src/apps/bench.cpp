@@ -168,7 +168,7 @@ struct BatchSettings {
 BatchSettings read_batch_settings(Config& cfg, const std::string& model_dtype) {
   BatchSettings s;
   s.autocast = autocast_from_config(cfg, model_dtype);
-  s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1);
+  s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1, kMaxBatchSize);
   s.activation_checkpointing = cfg.get_int("train.activation_checkpointing", 0, 0);
   s.data = cfg.has("train.stage") ? train_data(cfg) : cfg.get_choice("train.data", s.data, {"image", "pair", "mix"});
   s.mix_ratio = cfg.get_double("train.mix_ratio", s.mix_ratio, 0.0, 1.0);

@@ -18,6 +18,7 @@
 #include "models/internvl_preprocess.h"
 #include "models/weights.h"
 #include "text/tokenizer.h"
+#include "train/trainer.h"
 #include "apps/caption_metrics.h"
 #include "world/captions.h"
 #include "world/corpus.h"
@@ -87,7 +88,7 @@ UnderstandingConfig UnderstandingConfig::from_config(Config& cfg) {
   if (l.head_dim % 2 != 0) fail("config: mllm.llm.head_dim {} must be even (RoPE rotates pairs)", l.head_dim);
 
   c.loop = LoopConfig::from_config(cfg, default_loop());
-  c.batch_size = cfg.get_int("train.batch_size", c.batch_size, 1);
+  c.batch_size = cfg.get_int("train.batch_size", c.batch_size, 1, kMaxBatchSize);
   c.init_std = cfg.get_double("train.init_std", c.init_std, 0.0, 1.0);
   c.eval_samples = cfg.get_int("train.eval_samples", c.eval_samples, 1);
   c.eval_max_new_tokens = cfg.get_int("train.eval_max_new_tokens", c.eval_max_new_tokens, 1);

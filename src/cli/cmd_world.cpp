@@ -25,8 +25,9 @@ iomm::cli::Register reg{{"world", "The tiny world: make the shapes corpus, rende
     m->add_option("--out", make->o.out, "output directory")->required();
     m->add_option("--seed", make->o.seed, "corpus seed (same seed, same bytes)");
     m->add_option("--size", make->o.size, "image side in px")->check(CLI::Range(32, 64));
-    m->add_option("--image-only", make->o.image_only, "image-only pool size");
-    m->add_option("--captioned", make->o.captioned, "captioned pool size");
+    // 10M images of 32-64 px is ~0.1-0.5 TB of PNGs: the bound refuses a typo (1e11) before anything is written.
+    m->add_option("--image-only", make->o.image_only, "image-only pool size")->check(CLI::Range(0, 10'000'000));
+    m->add_option("--captioned", make->o.captioned, "captioned pool size")->check(CLI::Range(0, 10'000'000));
     m->add_option("--shard-size", make->o.shard_size, "samples per tar shard")->check(CLI::PositiveNumber);
     CLI::App* r = app.add_subcommand("render", "Ground-truth images for a GenEval-style prompt file, in GenEval's "
                                                "layout OUT/<00000>/{metadata.jsonl,samples/<0000>.png}");

@@ -2,9 +2,13 @@
 #include <iostream>
 #include <memory>
 
+#include <c10/util/Exception.h>
+
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/log.h"
+
+#include <spdlog/spdlog.h>
 
 namespace iomm::cli {
 std::vector<Command>& registry() {
@@ -35,12 +39,21 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  auto report = [](const std::string& message) {  // stderr, and the run's log when one is attached
+    std::cerr << message << "\n";
+    log::fatal(message);
+    return 1;
+  };
   try {
     log::init(log_level);
     return action ? action() : 0;
-  } catch (const std::exception& e) {  // iomm::Error and anything else: the run's log gets it too
-    std::cerr << "error: " << e.what() << "\n";
-    log::fatal(std::string("error: ") + e.what());
-    return 1;
+  } catch (const c10::Error& e) {
+    // libtorch's message without its C++ backtrace (25 frames that name no input of the user's); the backtrace
+    // goes to the debug log for a bug report.
+    spdlog::debug("libtorch backtrace:\n{}", e.what());
+    return report(std::string("error: ") + e.what_without_backtrace() +
+                  " (raised inside libtorch; --log-level debug prints its backtrace)");
+  } catch (const std::exception& e) {  // iomm::Error and anything else
+    return report(std::string("error: ") + e.what());
   }
 }

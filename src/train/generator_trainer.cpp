@@ -63,7 +63,7 @@ StageSettings read_settings(Config& cfg, const std::string& model_dtype) {
   s.mix_ratio = cfg.get_double("train.mix_ratio", s.mix_ratio, 0.0, 1.0);
   s.image_data = cfg.get_string("data.images", "");
   s.pair_data = cfg.get_string("data.pairs", "");
-  s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1);
+  s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1, kMaxBatchSize);
   s.activation_checkpointing = cfg.get_int("train.activation_checkpointing", 0, 0);
   s.cfg_drop = cfg.get_double("train.cfg_drop", s.cfg_drop, 0.0, 1.0);
   s.cfg_drop_images = cfg.get_bool("train.cfg_drop_images", s.cfg_drop_images);

@@ -26,6 +26,10 @@ namespace iomm {
 class Config;
 struct RunDir;
 
+// The largest train.batch_size (per process and micro-batch) any stage accepts: far above what fits anywhere, low
+// enough that a typo (1e9) is refused at start instead of failing inside an allocation minutes later.
+inline constexpr int64_t kMaxBatchSize = 65536;
+
 struct LoopConfig {
   int64_t steps = 1000, grad_accum = 1;
   uint64_t seed = 0;

@@ -45,3 +45,34 @@ def test_generate_and_edit_refuse_an_output_that_is_not_png(iomm, tmp_path):
     # Upper-case .PNG is a PNG name: it gets past the check (and fails on the missing model instead).
     p = iomm("generate", "--model", tmp_path, "--prompt", "a red circle", "--out", tmp_path / "x.PNG", check=False)
     assert p.returncode == 1 and "must end in .png" not in p.stderr
+
+
+def test_world_make_refuses_an_absurd_pool_before_writing(iomm, tmp_path):
+    out = tmp_path / "world"
+    for option in ("--image-only", "--captioned"):
+        p = iomm("world", "make", "--out", out, option, "100000000000", check=False)
+        assert p.returncode != 0 and option in p.stderr, p.stderr
+    assert not out.exists()  # nothing was written
+
+
+def test_train_refuses_an_absurd_batch_size_at_start(iomm, tmp_path):
+    p = iomm("train", "--config", UNDERSTANDING, "--set", "train.batch_size=1000000000", "--out", tmp_path / "u",
+             cwd=ROOT, check=False)
+    assert p.returncode == 1
+    assert "train.batch_size" in p.stderr and "frame #" not in p.stderr, p.stderr
+
+
+def test_a_libtorch_error_prints_its_message_without_the_cpp_backtrace(iomm, tmp_path):
+    # Qwen2 given embeddings of the wrong width: the clash surfaces inside libtorch (its RMSNorm's multiply).
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+    cfg = transformers.Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1)
+    transformers.Qwen2Model(cfg).save_pretrained(tmp_path / "qwen2")
+    save_file({"inputs_embeds": torch.randn(1, 3, 12)}, str(tmp_path / "in.safetensors"))  # 12 wide, not 16
+    p = iomm("forward", "--component", "qwen2", "--model", tmp_path / "qwen2", "--inputs", tmp_path / "in.safetensors",
+             "--out", tmp_path / "out.safetensors", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "frame #" not in p.stderr and "raised inside libtorch" in p.stderr, p.stderr
+    assert "(16)" in p.stderr and "(12)" in p.stderr, p.stderr  # libtorch's own message is kept
