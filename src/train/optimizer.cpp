@@ -79,8 +79,10 @@ at::Tensor newton_schulz5(const at::Tensor& g, int64_t steps) {
 
 bool is_muon_parameter(const std::string& name, const at::Tensor& p) {
   if (p.dim() != 2) return false;
-  for (const char* outer : {"img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer.",
-                            "x_embedder.", "cap_embedder.", "t_embedder.", "queries", "pad_token"})
+  // "embed" covers every embedding table and embedder (Z-Image's x/cap/t_embedder, InternVL's embed_tokens and
+  // patch / position embeddings); "lm_head" the understanding model's output layer.
+  for (const char* outer : {"img_in.", "txt_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer.", "embed",
+                            "lm_head", "queries", "pad_token"})
     if (name.find(outer) != std::string::npos) return false;
   return true;
 }

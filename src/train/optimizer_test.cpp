@@ -198,6 +198,10 @@ TEST(Optimizer, MuonMatchesThePyTorchReference) {
       EXPECT_LE((p.detach() - want).abs().max().item<double>(), 1e-5) << "step " << k << " " << name;
     }
   }
+  for (auto name : {"language_model.model.embed_tokens.weight", "language_model.lm_head.weight",
+                    "generator.all_x_embedder.2-1.weight", "generator.cap_embedder.1.weight"})
+    EXPECT_FALSE(is_muon_parameter(name, torch::zeros({4, 4}))) << name;  // tables and outer layers stay AdamW
+  EXPECT_TRUE(is_muon_parameter("language_model.model.layers.0.self_attn.q_proj.weight", torch::zeros({4, 4})));
   auto st = opt.state();  // Muon keeps a momentum buffer, AdamW its moments
   EXPECT_TRUE(st.count("generator.double_blocks.0.img_attn.qkv.weight.momentum_buffer"));
   EXPECT_FALSE(st.count("generator.double_blocks.0.img_attn.qkv.weight.exp_avg"));
