@@ -82,9 +82,11 @@ std::optional<std::string> Sample::caption() const {
 }
 
 std::string ReadStats::summary() const {
-  return fmt::format("{} samples from {} shards ({} members); skipped {} samples without an image, {} members "
-                     "without a usable name",
-                     samples, shards, members, skipped_samples, skipped_members);
+  auto s = fmt::format("{} samples from {} shards ({} members); skipped {} samples without an image, {} members "
+                       "without a usable name",
+                       samples, shards, members, skipped_samples, skipped_members);
+  if (damaged_shards) s += fmt::format(", {} damaged shards read up to the damage", damaged_shards);
+  return s;
 }
 
 // ---- shard specs ----
@@ -116,12 +118,15 @@ std::vector<std::string> expand_shards(const std::string& spec) {
 struct WebDatasetReader::Tar {
   ::archive* a = nullptr;
   std::string path;
+  la_int64_t file_size = 0;
+  bool at_end = false;  // the last member was read (a final sample may still be returned)
   ~Tar() {
     if (a) archive_read_free(a);
   }
 };
 
-WebDatasetReader::WebDatasetReader(std::vector<std::string> shards) : shards_(std::move(shards)) {}
+WebDatasetReader::WebDatasetReader(std::vector<std::string> shards, bool tolerate_damage)
+    : shards_(std::move(shards)), tolerate_damage_(tolerate_damage) {}
 WebDatasetReader::~WebDatasetReader() = default;
 
 bool WebDatasetReader::open_next_shard() {
@@ -133,7 +138,10 @@ bool WebDatasetReader::open_next_shard() {
   archive_read_support_format_tar(t->a);
   archive_read_support_format_gnutar(t->a);
   if (archive_read_open_filename(t->a, t->path.c_str(), 1 << 16) != ARCHIVE_OK)
-    fail("cannot open shard '{}': {}", t->path, archive_error_string(t->a));
+    fail("cannot open shard '{}': {}; check the path and its permissions, or remove it from the shard list",
+         t->path, archive_error_string(t->a));
+  std::error_code ec;
+  t->file_size = la_int64_t(fs::file_size(t->path, ec));
   tar_ = std::move(t);
   ++stats_.shards;
   return true;
@@ -151,6 +159,10 @@ bool WebDatasetReader::read_member(std::string& name, std::vector<uint8_t>& byte
     if (archive_entry_filetype(e) != AE_IFREG) continue;
     ++stats_.members;
     const la_int64_t size = archive_entry_size(e);
+    // A corrupt header can claim any size: refuse one larger than the file before allocating it.
+    if (size > tar_->file_size)
+      fail("shard '{}', member '{}': its header claims {} bytes, more than the whole file ({})", tar_->path, name,
+           size, tar_->file_size);
     bytes.resize(size_t(std::max<la_int64_t>(size, 0)));
     size_t got = 0;
     while (got < bytes.size()) {
@@ -163,42 +175,57 @@ bool WebDatasetReader::read_member(std::string& name, std::vector<uint8_t>& byte
   }
 }
 
+bool WebDatasetReader::read_sample(Sample& out) {
+  if (tar_->at_end) return false;
+  out = Sample{};
+  out.shard = tar_->path;
+  std::string name, key, ext;
+  std::vector<uint8_t> bytes;
+  if (pending_) {
+    split_key(pending_->first, out.key, ext);
+    out.members[ext] = std::move(pending_->second);
+    pending_.reset();
+  }
+  while (read_member(name, bytes)) {
+    if (!split_key(name, key, ext)) {
+      if (stats_.skipped_members++ == 0) stats_.first_skipped_member = tar_->path + ": " + name;
+      continue;
+    }
+    if (out.members.empty()) out.key = key;
+    if (key != out.key) {  // first member of the next sample
+      pending_.emplace(name, std::move(bytes));
+      return true;
+    }
+    if (out.members.count(ext)) {
+      if (!tolerate_damage_)
+        fail("shard '{}': member '{}' repeats extension '{}' of sample '{}' (each key needs unique extensions)",
+             tar_->path, name, ext, key);
+      if (stats_.skipped_members++ == 0) stats_.first_skipped_member = tar_->path + ": " + name + " (repeated)";
+      continue;
+    }
+    out.members[ext] = std::move(bytes);
+  }
+  tar_->at_end = true;
+  return !out.members.empty();
+}
+
 bool WebDatasetReader::next(Sample& out) {
   for (;;) {
     if (!tar_ && !open_next_shard()) return false;
-    out = Sample{};
-    out.shard = tar_->path;
-    std::string name, key, ext;
-    std::vector<uint8_t> bytes;
-    if (pending_) {
-      split_key(pending_->first, out.key, ext);
-      out.members[ext] = std::move(pending_->second);
-      pending_.reset();
+    bool got = false;
+    try {
+      got = read_sample(out);
+    } catch (const Error& e) {
+      if (!tolerate_damage_) throw;
+      if (stats_.damaged_shards++ == 0) stats_.first_damaged_shard = e.what();
+      pending_.reset();  // the partial sample is dropped with the rest of the shard
     }
-    bool end_of_shard = false;
-    for (;;) {
-      if (!read_member(name, bytes)) {
-        end_of_shard = true;
-        break;
-      }
-      if (!split_key(name, key, ext)) {
-        ++stats_.skipped_members;
-        continue;
-      }
-      if (out.members.empty()) out.key = key;
-      if (key != out.key) {  // first member of the next sample
-        pending_.emplace(name, std::move(bytes));
-        break;
-      }
-      if (out.members.count(ext))
-        fail("shard '{}': member '{}' repeats extension '{}' of sample '{}' (each key needs unique extensions)",
-             tar_->path, name, ext, key);
-      out.members[ext] = std::move(bytes);
+    if (!got) {
+      tar_.reset();
+      continue;
     }
-    if (end_of_shard) tar_.reset();
-    if (out.members.empty()) continue;
     if (!out.image()) {
-      ++stats_.skipped_samples;
+      if (stats_.skipped_samples++ == 0) stats_.first_skipped_sample = out.shard + ": " + out.key;
       continue;
     }
     ++stats_.samples;

@@ -36,7 +36,10 @@ bool split_key(const std::string& member, std::string& key, std::string& ext);
 struct ReadStats {
   int64_t shards = 0, members = 0, samples = 0;
   int64_t skipped_samples = 0;  // no image member
-  int64_t skipped_members = 0;  // no extension, hidden, or not a regular file
+  int64_t skipped_members = 0;  // no extension, hidden, a repeated extension (tolerant mode), not a regular file
+  int64_t damaged_shards = 0;   // tolerant mode: truncated or corrupt tars, read up to the damage
+  // The first example of each cause, "shard: key" or "shard: message"; empty when the count is 0.
+  std::string first_skipped_sample, first_skipped_member, first_damaged_shard;
   std::string summary() const;
 };
 
@@ -46,7 +49,10 @@ std::vector<std::string> expand_shards(const std::string& spec);
 
 class WebDatasetReader {
  public:
-  explicit WebDatasetReader(std::vector<std::string> shards);
+  // `tolerate_damage`: a truncated or corrupt shard ends at the damage (counted in damaged_shards, the partial
+  // sample dropped) and reading goes on with the next shard; otherwise it fails naming the shard. A shard that
+  // cannot be opened at all fails either way.
+  explicit WebDatasetReader(std::vector<std::string> shards, bool tolerate_damage = false);
   ~WebDatasetReader();
   WebDatasetReader(const WebDatasetReader&) = delete;
   WebDatasetReader& operator=(const WebDatasetReader&) = delete;
@@ -58,8 +64,10 @@ class WebDatasetReader {
   struct Tar;
   bool open_next_shard();
   bool read_member(std::string& name, std::vector<uint8_t>& bytes);
+  bool read_sample(Sample& out);  // the next sample of the open shard (maybe without an image); false at its end
 
   std::vector<std::string> shards_;
+  bool tolerate_damage_ = false;
   size_t next_shard_ = 0;
   std::unique_ptr<Tar> tar_;
   std::optional<std::pair<std::string, std::vector<uint8_t>>> pending_;  // first member of the next sample
@@ -105,6 +113,7 @@ class ImageFolderReader {
   explicit ImageFolderReader(const std::string& dir);
   bool next(Sample& out);
   size_t size() const { return files_.size(); }
+  const std::vector<std::string>& files() const { return files_; }
 
  private:
   std::string dir_;

@@ -1,0 +1,67 @@
+// Where training images come from, as a list of units that ranks, epochs and the shuffle work on: a unit is one
+// WebDataset shard, or a group of image files (an image folder or a JSONL index of files). A unit is read whole,
+// in order, by one reader; its damage is counted, never fatal, except a unit that cannot be opened at all.
+//
+// Specs (`data.images`, `data.pairs`, `iomm data scan --data`):
+//   shards/                          a directory of .tar shards (sorted by name)
+//   shards/shard-{000000..000999}.tar  a brace range
+//   shard.tar                        one shard
+//   shards.txt                       a text file listing shard paths, one per line (relative to the file; # comments)
+//   images/                          a directory of images (recursive, sorted), captions in same-stem .txt files
+//   index.jsonl                      one JSON object per line: {"image": path, "caption": text} (caption optional,
+//                                    also "text" / "prompt"), or {"shard": path, ...} (iomm world's index: the
+//                                    distinct shards, in order of first appearance); paths relative to the file
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/webdataset.h"
+
+namespace iomm::data {
+
+struct ImageFile {
+  std::string path, key;
+  std::optional<std::string> caption;  // from the index; folders read a same-stem .txt when the unit is read
+};
+
+struct DataUnit {
+  std::string shard;              // a .tar, or empty for a group of files
+  std::vector<ImageFile> files;
+  std::string name() const;       // the shard, or "<first file> (+N files)"
+};
+
+// Why a sample was skipped. Each cause is counted, and its first example named by shard and key.
+struct SkipCounts {
+  std::map<std::string, int64_t> count;
+  std::map<std::string, std::string> first;
+  void add(const std::string& cause, const std::string& example, int64_t n = 1);
+  void merge(const SkipCounts& other);
+  int64_t total() const;
+  std::string summary() const;  // "3 undecodable (first: a.tar: 0042: ...), 1 no_caption (...)" or "none"
+};
+
+// Causes counted while reading units (before the shuffle):
+//   no_image         a sample without a jpg/jpeg/png/webp member
+//   bad_member       a member without a usable name (no extension, hidden) or repeating its sample's extension
+//   damaged_shard    a truncated or corrupt tar, read up to the damage
+//   missing_file     an image file named by an index that does not exist
+// and by the decoder (data/sample_stream.h): undecodable, no_caption, bad_caption.
+
+struct DataSource {
+  std::string spec;
+  std::vector<DataUnit> units;
+  int64_t files_per_unit = 1000;
+
+  // Resolves `spec` (forms above). Fails naming the spec and the fix when it matches nothing; does not open shards.
+  static DataSource open(const std::string& spec, int64_t files_per_unit = 1000);
+};
+
+// Reads one unit in order, calling `emit` for every sample with an image member; skips are added to `skips`.
+// A shard that cannot be opened fails (naming it); damage inside one is counted and ends that shard.
+void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void(Sample&&)>& emit);
+
+}  // namespace iomm::data

@@ -1,0 +1,92 @@
+// The streaming loader: training images read from a DataSource (data/data_source.h) without ever holding the data
+// set in memory, in an order fixed by (seed, epoch, rank) and independent of the number of workers.
+//
+// Per epoch e: the units (shards) are permuted by (seed, e); rank r of W takes units r, r+W, r+2W, ... of that
+// order, so the ranks' epochs partition the data (no sample twice, none missed). One reader thread reads the
+// rank's units in order into a shuffle buffer (seeded by (seed, e, r)); what leaves the buffer is the epoch's
+// candidate sequence. A pool of decode workers turns candidates into images (decode, shorter side resize, centre
+// crop), `prefetch` candidates ahead; results are handed out in candidate order, so threads never change what a
+// run sees. Candidates that cannot be used are skipped and counted by cause (SkipCounts), the first of each named.
+//
+// The position (epoch, candidates consumed) is resumable: a stream restarted at a saved position re-reads its
+// epoch up to that point without decoding, then goes on exactly as an uninterrupted run would have.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json_fwd.hpp>
+
+#include "data/data_source.h"
+
+namespace iomm::data {
+
+struct StreamOptions {
+  int resolution = 256;
+  bool require_captions = false;  // pairs: samples without a caption are skipped (no_caption)
+  uint64_t seed = 0;
+  int64_t shuffle_buffer = 1000;  // samples; 1 = the rank's unit order as read
+  int workers = 1;                // decode threads
+  int64_t prefetch = 64;          // candidates read and decoded ahead of the consumer
+  int rank = 0, world_size = 1;
+};
+
+struct StreamPosition {
+  int64_t epoch = 0;
+  int64_t index = 0;  // candidates of this epoch already consumed (delivered or skipped)
+};
+
+struct StreamSample {
+  at::Tensor image;     // uint8 [3, R, R]
+  std::string caption;  // empty when the sample has none (and captions are not required)
+  std::string key, shard;
+  StreamPosition position;  // of this sample
+};
+
+class SampleStream {
+ public:
+  SampleStream(DataSource source, StreamOptions options);
+  ~SampleStream();  // stops and joins the threads
+  SampleStream(const SampleStream&) = delete;
+  SampleStream& operator=(const SampleStream&) = delete;
+
+  // The next usable sample; rolls over into the next epoch. Fails when an epoch had no usable sample, or a unit
+  // could not be opened (naming it).
+  StreamSample next();
+  // Where the next call continues; with `skips()`, what a checkpoint records (`state()`).
+  StreamPosition position() const;
+  // Skips up to position(): the reader's (no_image, bad_member, damaged_shard, missing_file) travel with the next
+  // candidate, the decoder's (undecodable, no_caption, bad_caption) are the candidates', so counts are exact at
+  // any position and survive a restart.
+  SkipCounts skips() const;
+  int64_t delivered() const;  // usable samples handed out, over all epochs
+
+  // {"epoch", "index", "rank", "world_size", "seed", "shuffle_buffer", "units", "delivered",
+  //  "skips": {"count": {cause: n}, "first": {cause: example}}}
+  nlohmann::json state() const;
+  // Continues from a saved state (before or after next() was called). Fails naming what differs when the state
+  // was written for another rank, world size or seed.
+  void restore(const nlohmann::json& state, const std::string& where);
+
+  const DataSource& source() const { return source_; }
+  const StreamOptions& options() const { return options_; }
+
+ private:
+  struct Pipeline;
+  void start(StreamPosition at);
+  void stop();
+
+  DataSource source_;
+  StreamOptions options_;
+  std::unique_ptr<Pipeline> pipe_;
+  StreamPosition pos_;
+  SkipCounts skips_;  // up to pos_
+  int64_t delivered_ = 0;
+  bool epoch_had_sample_ = false;  // a usable sample was delivered in the current epoch
+};
+
+// The rank's units for `epoch`, in reading order (exposed for tests and `iomm data scan`).
+std::vector<size_t> epoch_units(size_t n_units, uint64_t seed, int64_t epoch, int rank, int world_size);
+
+}  // namespace iomm::data
