@@ -1,6 +1,7 @@
 #include "train/generator_trainer.h"
 
 #include <filesystem>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -9,12 +10,12 @@
 #include "core/error.h"
 #include "core/run_dir.h"
 #include "data/image.h"
-#include "data/image_pool.h"
 #include "model/iomm_model.h"
 #include "model/model_dir.h"
 #include "report/image_grid.h"  // iomm::report
 #include "train/mixed_precision.h"
 #include "train/trainer.h"
+#include "train/training_data.h"
 
 namespace iomm {
 
@@ -26,7 +27,7 @@ namespace {
 struct StageSettings {
   std::string stage, data;
   double mix_ratio = 0.5;
-  std::string image_data, pair_data;
+  TrainingDataSettings data_settings;  // [data]
   int64_t batch_size = 32;
   int64_t activation_checkpointing = 0;  // every N-th generator block recomputed in backward (0 = off)
   std::string autocast = "none";         // train.autocast (train/mixed_precision.h)
@@ -61,8 +62,7 @@ StageSettings read_settings(Config& cfg, const std::string& model_dtype) {
   s.stage = generator_stage(cfg);
   s.data = train_data(cfg);
   s.mix_ratio = cfg.get_double("train.mix_ratio", s.mix_ratio, 0.0, 1.0);
-  s.image_data = cfg.get_string("data.images", "");
-  s.pair_data = cfg.get_string("data.pairs", "");
+  s.data_settings = TrainingDataSettings::from_config(cfg, s.data);
   s.batch_size = cfg.get_int("train.batch_size", s.batch_size, 1, kMaxBatchSize);
   s.activation_checkpointing = cfg.get_int("train.activation_checkpointing", 0, 0);
   s.cfg_drop = cfg.get_double("train.cfg_drop", s.cfg_drop, 0.0, 1.0);
@@ -75,51 +75,30 @@ StageSettings read_settings(Config& cfg, const std::string& model_dtype) {
   s.sample.seed = uint64_t(cfg.get_int("sample.seed", 0, 0));
   s.sample_prompts = cfg.get_string_list("sample.prompts", {});
   s.sample_count = cfg.get_int("sample.count", s.sample_count, 1, 64);
-  bool needs_images = s.data != "pair", needs_pairs = s.data != "image";
-  if (needs_pairs && s.pair_data.empty())
-    fail("{}: train.data = {} needs text-image pairs: set data.pairs to WebDataset shards with captions",
-         cfg.source(), s.data);
-  if (needs_images && s.image_data.empty() && s.pair_data.empty())
-    fail("{}: train.data = {} needs images: set data.images (image-only shards or an image folder)", cfg.source(),
-         s.data);
   return s;
 }
-
-struct Pools {
-  std::optional<data::ImagePool> images, pairs;
-  const data::ImagePool& image_source() const { return images ? *images : *pairs; }
-};
 
 struct Batch {
   TrainingBatch batch;
   std::vector<bool> is_image;  // self-conditioned sample (before CFG dropout)
 };
 
-Batch draw_batch(const StageSettings& s, const Pools& pools, at::Generator& gen) {
+// The step's draws for each sample (its kind, CFG dropout), then its image from the data in that order.
+Batch draw_batch(const StageSettings& s, TrainingData& data, at::Generator& gen) {
   int64_t B = s.batch_size;
   auto u_kind = torch::rand({B}, gen), u_drop = torch::rand({B}, gen);
-  const auto& src = pools.image_source();
-  auto i_img = torch::randint(src.size(), {B}, gen);
-  auto i_pair = torch::randint(pools.pairs ? pools.pairs->size() : 1, {B}, gen);
+  data.begin_batch(B, gen);
   auto kind = u_kind.accessor<float, 1>(), drop_u = u_drop.accessor<float, 1>();
-  auto img_at = i_img.accessor<int64_t, 1>(), pair_at = i_pair.accessor<int64_t, 1>();
   Batch b;
   std::vector<at::Tensor> images;
   for (int64_t i = 0; i < B; ++i) {
     bool image = s.data == "image" || (s.data == "mix" && kind[i] < s.mix_ratio);
     bool drop = drop_u[i] < s.cfg_drop && (!image || s.cfg_drop_images);
-    ConditionInput c;
-    at::Tensor img;
-    if (image) {
-      img = src.batch({img_at[i]})[0];
-      c = {ConditionKind::image, "", img};
-    } else {
-      int64_t k = pair_at[i];
-      img = pools.pairs->batch({k})[0];
-      c = {ConditionKind::text, pools.pairs->captions[size_t(k)], {}};
-    }
+    auto x = data.take(image, i);
+    ConditionInput c = image ? ConditionInput{ConditionKind::image, "", x.image}
+                             : ConditionInput{ConditionKind::text, x.caption, {}};
     if (drop) c = {ConditionKind::uncond, "", {}};
-    images.push_back(img);
+    images.push_back(x.image);
     b.batch.conds.push_back(c);
     b.is_image.push_back(image);
   }
@@ -128,7 +107,7 @@ Batch draw_batch(const StageSettings& s, const Pools& pools, at::Generator& gen)
 }
 
 // Sample grids: t2i for the sample prompts, and input | reconstruction pairs from unmasked self-conditioning.
-void write_samples(IommModel& m, const StageSettings& s, const Pools& pools, const std::string& dir, int64_t step) {
+void write_samples(IommModel& m, const StageSettings& s, TrainingData& data, const std::string& dir, int64_t step) {
   fs::create_directories(dir);
   auto stem = fmt::format("{}/step-{:08d}", dir, step);
   if (!s.sample_prompts.empty()) {
@@ -137,11 +116,8 @@ void write_samples(IommModel& m, const StageSettings& s, const Pools& pools, con
     auto imgs = m.generate(conds, s.sample);
     report::write_image_grid((imgs + 1) / 2, stem + "-t2i.png", std::min<int64_t>(8, int64_t(conds.size())), 4, 2);
   }
-  const auto& src = pools.image_source();
-  int64_t n = std::min<int64_t>(s.sample_count, src.size());
-  std::vector<int64_t> idx;
-  for (int64_t i = 0; i < n; ++i) idx.push_back(i);
-  auto inputs = src.batch(idx);
+  auto inputs = data.preview_images(s.sample_count);
+  int64_t n = inputs.size(0);
   std::vector<ConditionInput> conds;
   for (int64_t i = 0; i < n; ++i) conds.push_back({ConditionKind::image, "", inputs[i]});
   auto recon = m.generate(conds, s.sample);
@@ -156,22 +132,11 @@ std::string resolve_model_dir(const std::string& p) {
        p);
 }
 
-Pools load_pools(const StageSettings& s, int resolution) {
-  Pools pools;
-  if (s.data != "pair" && !s.image_data.empty())
-    pools.images = data::load_image_pool(s.image_data, resolution, false);
-  if (s.data != "image" || s.image_data.empty())
-    pools.pairs = data::load_image_pool(s.pair_data, resolution, true);
-  if (pools.images) spdlog::info("image-only data: {} ({})", s.image_data, pools.images->stats.summary());
-  if (pools.pairs) spdlog::info("pairs: {} ({})", s.pair_data, pools.pairs->stats.summary());
-  return pools;
-}
-
-// The generator stage: the IOMM objective on a batch drawn from the pools by the step's generator.
+// The generator stage: the IOMM objective on a batch drawn by the step's generator from the training data.
 class GeneratorStage : public TrainStage {
  public:
-  GeneratorStage(IommModel model, StageSettings s, Pools pools, uint64_t seed)
-      : model_(std::move(model)), s_(std::move(s)), pools_(std::move(pools)), seed_(seed) {}
+  GeneratorStage(IommModel model, StageSettings s, std::unique_ptr<TrainingData> data, uint64_t seed)
+      : model_(std::move(model)), s_(std::move(s)), data_(std::move(data)), seed_(seed) {}
 
   std::string name() const override { return s_.stage; }
   NamedTensors parameters() override { return model_.trainable(); }
@@ -179,7 +144,7 @@ class GeneratorStage : public TrainStage {
 
   MicroStep micro_step(int64_t step, int64_t micro, double scale) override {
     auto gen = step_generator(seed_, step, micro);
-    auto b = draw_batch(s_, pools_, gen);
+    auto b = draw_batch(s_, *data_, gen);
     FlowLoss fl;
     {
       AutocastScope autocast(model_.config().device, s_.autocast);  // the forward only; backward follows its casts
@@ -199,17 +164,32 @@ class GeneratorStage : public TrainStage {
     return m;
   }
   void write_samples(const std::string& dir, int64_t step) override {
-    iomm::write_samples(model_, s_, pools_, dir, step);
+    iomm::write_samples(model_, s_, *data_, dir, step);
   }
   void export_model(const std::string& dir) override { model_.save(dir); }
+  nlohmann::json data_state() const override { return data_->state(); }
+  void restore_data_state(const nlohmann::json& st, const std::string& where) override { data_->restore(st, where); }
+  nlohmann::json data_metrics() const override { return data_->metrics(); }
   const IommModel& model() const { return model_; }
+  const TrainingData& data() const { return *data_; }
 
  private:
   IommModel model_;
   StageSettings s_;
-  Pools pools_;
+  std::unique_ptr<TrainingData> data_;
   uint64_t seed_;
 };
+
+// Decode workers and torch's intra-op threads share the cores: with train.threads unset, the intra-op pool gets
+// the cores the workers leave (OpenMP threads that share a core with a busy worker spin and yield, and a 2-core
+// step ran 25x slower so). Workers wait on a condition variable when they are ahead, so they cost nothing idle.
+void budget_threads(LoopConfig& loop, const TrainingDataSettings& d) {
+  if (d.loader != "stream" || loop.threads > 0) return;
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  loop.threads = std::max(1, cores - d.workers);
+  spdlog::info("threads: {} intra-op + {} data workers on {} cores (set train.threads to override)", loop.threads,
+               d.workers, cores);
+}
 
 // Stage 2 starts from stage 1: that model's config is the base, the user's config goes on top.
 Config stage_config(Config& user_cfg, std::string& init_from) {
@@ -230,6 +210,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   auto mc = IommModelConfig::from_config(cfg);
   auto s = read_settings(cfg, mc.dtype);
   auto loop = LoopConfig::from_config(cfg, LoopConfig{});
+  budget_threads(loop, s.data_settings);
   cfg.check_unused();
   auto run = RunDir::open(run_path, resume);
   run.attach_log();
@@ -242,15 +223,17 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
     spdlog::info("{}: initialised from {}", s.stage, init_from);
   }
   model.set_activation_checkpointing(s.activation_checkpointing);
-  auto pools = load_pools(s, int(mc.resolution));
+  auto data = open_training_data(s.data_settings, int(mc.resolution), loop.seed);
+  spdlog::info("data: {}", data->summary());
   spdlog::info("{} ({} data, mix_ratio {}): {} steps × {} × {} accumulation = global batch {}; trainable {:.2f}M "
                "(generator {:.2f}M, adapter {:.2f}M)",
                s.stage, s.data, s.mix_ratio, loop.steps, s.batch_size, loop.grad_accum,
                s.batch_size * loop.grad_accum,
                double(model.generator_parameters() + model.adapter_parameters()) / 1e6,
                double(model.generator_parameters()) / 1e6, double(model.adapter_parameters()) / 1e6);
-  GeneratorStage stage(std::move(model), s, std::move(pools), loop.seed);
+  GeneratorStage stage(std::move(model), s, std::move(data), loop.seed);
   auto lr = run_training(stage, loop, run, resume);
+  spdlog::info("data at the end: {}", stage.data().summary());
   if (stage.model().truncated_captions())
     spdlog::warn("{} captions were longer than conditioner.max_text_tokens and were truncated",
                  stage.model().truncated_captions());

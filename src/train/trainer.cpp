@@ -71,18 +71,19 @@ struct LoopState {
   }
 };
 
-void save(const LoopState& st, const LoopConfig& c, const std::string& stage, const RunDir& run, int64_t step) {
+void save(const LoopState& st, const LoopConfig& c, const TrainStage& stage, const RunDir& run, int64_t step) {
   TrainCheckpoint ck;
   ck.step = step;
   for (auto& [n, p] : st.params) ck.files["model"][n] = p.detach();
   ck.files["optimizer"] = st.opt.state();
   if (st.ema) ck.files["ema"] = st.ema->tensors();
-  ck.state = {{"step", step}, {"stage", stage}, {"seed", c.seed}, {"determinism", determinism_fingerprint()}};
+  ck.state = {{"step", step}, {"stage", stage.name()}, {"seed", c.seed}, {"determinism", determinism_fingerprint()}};
+  if (auto d = stage.data_state(); !d.is_null()) ck.state["data"] = d;
   save_checkpoint(run.path, ck, int(c.keep_last));
 }
 
 // Returns the step to continue from: that of the newest complete checkpoint, or 0.
-int64_t restore(LoopState& st, const LoopConfig& c, const RunDir& run) {
+int64_t restore(LoopState& st, TrainStage& stage, const LoopConfig& c, const RunDir& run) {
   auto dir = latest_checkpoint(run.path);
   if (!dir) {
     spdlog::info("--resume: no complete checkpoint in {}; starting at step 0", run.path);
@@ -105,6 +106,7 @@ int64_t restore(LoopState& st, const LoopConfig& c, const RunDir& run) {
     st.ema->load(ck.files.at("ema"), *dir + "/ema.safetensors");
   }
   if (ck.state.contains("determinism")) warn_determinism_mismatches(ck.state["determinism"], *dir);
+  stage.restore_data_state(ck.state.value("data", nlohmann::json()), *dir);
   spdlog::info("resumed from {} at step {}", *dir, ck.step);
   return ck.step;
 }
@@ -166,7 +168,7 @@ LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& ru
   auto t0 = Clock::now();
   apply_process_settings(c);
   LoopState st(stage.parameters(), c);
-  int64_t start = resume ? restore(st, c, run) : 0;
+  int64_t start = resume ? restore(st, stage, c, run) : 0;
   // Rows past the checkpoint are redone below: without this, metrics.jsonl would hold those steps twice.
   if (resume && start > 0) drop_rows_after_step(run.file("metrics.jsonl"), start);
   MetricsWriter metrics(run.file("metrics.jsonl"), resume && start > 0);
@@ -183,7 +185,9 @@ LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& ru
     bar.update(1, fmt::format("loss={:.4f}", loss));
     int64_t done = step + 1;
     if (done % c.log_every == 0 || done == c.steps) {
-      metrics.write(w.record(done, gn, lr_at(c.optim, step), st.opt.skipped()));
+      auto row = w.record(done, gn, lr_at(c.optim, step), st.opt.skipped());
+      if (auto d = stage.data_metrics(); d.is_object()) row.update(d);
+      metrics.write(row);
       r.final_loss = w.loss / double(w.steps);
       w = Window{};
     }
@@ -191,11 +195,11 @@ LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& ru
       st.with_ema([&] { stage.write_samples(run.file("samples"), done); });
       stage.set_training(true);  // sampling switched to eval
     }
-    if (c.checkpoint_every > 0 && done % c.checkpoint_every == 0 && done != end) save(st, c, stage.name(), run, done);
+    if (c.checkpoint_every > 0 && done % c.checkpoint_every == 0 && done != end) save(st, c, stage, run, done);
   }
   bar.finish();
   r.steps = std::max(start, end);
-  save(st, c, stage.name(), run, r.steps);
+  save(st, c, stage, run, r.steps);
   if (st.opt.skipped()) spdlog::warn("{} steps had a non-finite gradient norm and were skipped", st.opt.skipped());
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (end < c.steps) {

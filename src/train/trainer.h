@@ -65,6 +65,11 @@ class TrainStage {
   virtual MicroStep micro_step(int64_t step, int64_t micro, double scale) = 0;
   virtual void write_samples(const std::string& dir, int64_t step) {}  // under EMA weights
   virtual void export_model(const std::string& dir) = 0;              // the final model (EMA weights)
+  // The data position a checkpoint records (null: none), and its restore on --resume (`where`: the checkpoint).
+  virtual nlohmann::json data_state() const { return nullptr; }
+  virtual void restore_data_state(const nlohmann::json& state, const std::string& where) {}
+  // Fields added to every metrics.jsonl row (null: none), e.g. skipped samples by cause.
+  virtual nlohmann::json data_metrics() const { return nullptr; }
 };
 
 struct LoopResult {
