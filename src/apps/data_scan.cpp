@@ -39,11 +39,11 @@ DataScanReport scan_data(const DataScanOptions& o) {
   std::optional<ProgressBar> bar;
   if (o.progress) bar.emplace(o.limit > 0 ? o.limit : 0, "scan " + o.data, "img");
   while (o.limit == 0 || r.samples < o.limit) {
-    auto s = stream.next();
-    if (s.position.epoch > 0) break;  // the first sample of the next epoch: this one is complete
+    auto s = stream.next_in_epoch();
+    if (!s) break;
     ++r.samples;
-    if (!s.caption.empty()) ++r.captioned;
-    r.key_checksum += std::hash<std::string>{}(s.shard + "\n" + s.key);
+    if (!s->caption.empty()) ++r.captioned;
+    r.key_checksum += std::hash<std::string>{}(s->shard + "\n" + s->key);
     if (bar) bar->update(1);
   }
   if (bar) bar->finish();

@@ -619,6 +619,17 @@ Image resample_horizontal(const Image& in, int out_w, const Coeffs& c) {
     for (int xx = 0; xx < out_w; ++xx) {
       const int32_t* kk = &c.weights[static_cast<size_t>(xx) * c.ksize];
       const uint8_t* s0 = src + static_cast<size_t>(c.first[xx]) * ch;
+      if (ch == 3) {  // the common case, all channels in one pass over the taps (the same sums, 3x fewer loads of kk)
+        int32_t a0 = 1 << (kPrecisionBits - 1), a1 = a0, a2 = a0;
+        for (int x = 0; x < c.count[xx]; ++x) {
+          const int32_t k = kk[x];
+          a0 += s0[3 * x] * k;
+          a1 += s0[3 * x + 1] * k;
+          a2 += s0[3 * x + 2] * k;
+        }
+        dst[xx * 3] = clip8(a0), dst[xx * 3 + 1] = clip8(a1), dst[xx * 3 + 2] = clip8(a2);
+        continue;
+      }
       for (int b = 0; b < ch; ++b) {
         int32_t acc = 1 << (kPrecisionBits - 1);
         for (int x = 0; x < c.count[xx]; ++x) acc += s0[x * ch + b] * kk[x];

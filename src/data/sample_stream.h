@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <ATen/core/Tensor.h>
@@ -54,6 +55,9 @@ class SampleStream {
   // The next usable sample; rolls over into the next epoch. Fails when an epoch had no usable sample, or a unit
   // could not be opened (naming it).
   StreamSample next();
+  // The next usable sample of the current epoch, or nullopt at its end (position() is then the next epoch's
+  // start): a whole epoch with exact counts, as `iomm data scan` reads it.
+  std::optional<StreamSample> next_in_epoch();
   // Where the next call continues; with `skips()`, what a checkpoint records (`state()`).
   StreamPosition position() const;
   // Skips up to position(): the reader's (no_image, bad_member, damaged_shard, missing_file) travel with the next

@@ -28,6 +28,15 @@ std::string lower(std::string s) {
   return s;
 }
 
+bool ends_with_end_of_archive(const std::string& path, int64_t size) {
+  if (size < 1024) return false;
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(size - 1024);
+  char tail[1024];
+  if (!in.read(tail, sizeof tail)) return false;
+  return std::all_of(std::begin(tail), std::end(tail), [](char c) { return c == 0; });
+}
+
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read '{}'", path);
@@ -152,7 +161,14 @@ bool WebDatasetReader::read_member(std::string& name, std::vector<uint8_t>& byte
   struct archive_entry* e;
   for (;;) {
     const int r = archive_read_next_header(tar_->a, &e);
-    if (r == ARCHIVE_EOF) return false;
+    if (r == ARCHIVE_EOF) {
+      // libarchive ends quietly when a file stops exactly between members; a tar always ends with two zero
+      // blocks, so their absence means the writer was cut off (and the last sample may be incomplete).
+      if (!ends_with_end_of_archive(tar_->path, tar_->file_size))
+        fail("shard '{}' ends after {} members without the tar end-of-archive blocks: it is truncated", tar_->path,
+             stats_.members);
+      return false;
+    }
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
       fail("shard '{}': corrupt tar after {} members: {}", tar_->path, stats_.members, archive_error_string(tar_->a));
     name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";

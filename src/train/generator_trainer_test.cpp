@@ -75,6 +75,11 @@ TEST(GeneratorTrainer, ResumeAfterAnInterruptionEqualsAnUninterruptedRun) {
     first.set("train.stop_at=3");
     auto r = train_generator(first, resumed, false);
     EXPECT_EQ(r.steps, 3);
+    if (loader == "stream") {  // the checkpoint holds both streams' positions: 3 steps x 8 samples between them
+      auto st = nlohmann::json::parse(read_file(resumed + "/checkpoints/step-00000003/state.json"))["state"]["data"];
+      EXPECT_EQ(st["images"]["index"].get<int64_t>() + st["pairs"]["index"].get<int64_t>(), 24) << st.dump();
+      EXPECT_EQ(st["images"]["epoch"], 0);
+    }
     EXPECT_FALSE(std::filesystem::exists(resumed + "/model"));
     auto second = with_loader(6);
     train_generator(second, resumed, true);
