@@ -34,7 +34,11 @@ struct DataUnit {
   std::string name() const;       // the shard, or "<first file> (+N files)"
 };
 
-// Why a sample was skipped. Each cause is counted, and its first example named by shard and key.
+struct SampleSkip {
+  std::string cause, example;  // e.g. "undecodable", "a.tar: 0042: not a PNG, JPEG or WebP image ..."
+};
+
+// Why samples were skipped. Each cause is counted, and its first example named by shard and key.
 struct SkipCounts {
   std::map<std::string, int64_t> count;
   std::map<std::string, std::string> first;

@@ -12,14 +12,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "data/data_source.h"
+
 namespace iomm::data {
 
 struct PoolStats {
   int64_t loaded = 0;
-  int64_t undecodable = 0;     // image bytes that failed to decode (first error kept)
-  int64_t without_caption = 0;  // skipped because captions were required
-  int64_t reader_skipped = 0;   // samples without an image member (WebDataset reader)
-  std::string first_error;
+  SkipCounts skipped;  // by cause (data/data_source.h), the first example of each
   std::string summary() const;
 };
 
@@ -33,7 +32,8 @@ struct ImagePool {
   at::Tensor batch(const std::vector<int64_t>& idx) const;
 };
 
-// `spec`: a .tar, a directory of .tar shards, a brace range (see expand_shards), or a directory of image files.
+// `spec`: any data spec of DataSource::open (shards, a brace range, a .txt shard list, an image folder, a .jsonl
+// index), read in order with the streaming loader's preprocessing (prepare_sample) and skip causes.
 // `require_captions`: samples without one are skipped and counted. `limit` > 0 stops after that many images.
 ImagePool load_image_pool(const std::string& spec, int resolution, bool require_captions, int64_t limit = 0,
                           bool progress = true);

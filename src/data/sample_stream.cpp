@@ -78,30 +78,45 @@ at::Tensor to_chw(const Image& img) {
   return t;
 }
 
+}  // namespace
+
+std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool require_caption,
+                                        StreamSample& out) {
+  const std::string where = raw.shard + ": " + raw.key;
+  out = StreamSample{};
+  try {
+    auto cap = raw.caption();
+    if (cap && !valid_utf8(*cap)) throw Error(where + ": caption is not valid UTF-8");
+    if (cap) out.caption = std::move(*cap);
+  } catch (const Error& e) {
+    if (require_caption) return SampleSkip{"bad_caption", e.what()};
+  }
+  if (require_caption && out.caption.empty()) return SampleSkip{"no_caption", where};
+  try {
+    const auto* bytes = raw.image();
+    if (!bytes) return SampleSkip{"no_image", where};
+    auto img = decode_image_bytes(bytes->data(), bytes->size(), where);
+    out.image = to_chw(resize_shorter_side_center_crop(to_rgb(img), resolution, Resample::Bicubic));
+  } catch (const Error& e) {
+    return SampleSkip{"undecodable", e.what()};
+  }
+  out.key = raw.key;
+  out.shard = raw.shard;
+  return std::nullopt;
+}
+
+namespace {
+
 Result decode(Candidate& c, const StreamOptions& o) {
   Result r;
   r.epoch = c.epoch;
   r.index = c.index;
-  const std::string where = c.raw.shard + ": " + c.raw.key;
   StreamSample s;
-  try {
-    auto cap = c.raw.caption();
-    if (cap && !valid_utf8(*cap)) throw Error(where + ": caption is not valid UTF-8");
-    if (cap) s.caption = std::move(*cap);
-  } catch (const Error& e) {
-    if (o.require_captions) return r.skip_cause = "bad_caption", r.skip_example = e.what(), r;
+  if (auto skip = prepare_sample(c.raw, o.resolution, o.require_captions, s)) {
+    r.skip_cause = skip->cause;
+    r.skip_example = skip->example;
+    return r;
   }
-  if (o.require_captions && s.caption.empty()) return r.skip_cause = "no_caption", r.skip_example = where, r;
-  try {
-    const auto* bytes = c.raw.image();
-    auto img = decode_image_bytes(bytes->data(), bytes->size(), where);
-    img = resize_shorter_side_center_crop(to_rgb(img), o.resolution, Resample::Bicubic);
-    s.image = to_chw(img);
-  } catch (const Error& e) {
-    return r.skip_cause = "undecodable", r.skip_example = e.what(), r;
-  }
-  s.key = c.raw.key;
-  s.shard = c.raw.shard;
   s.position = {c.epoch, c.index};
   r.sample = std::move(s);
   return r;

@@ -90,6 +90,12 @@ class SampleStream {
   bool epoch_had_sample_ = false;  // a usable sample was delivered in the current epoch
 };
 
+// Decode, RGB, shorter side to `resolution` (bicubic), centre crop, and the caption (required or not): what both
+// loaders do to a sample. Returns nullopt when `out` holds the sample, else why it is skipped (undecodable,
+// no_caption, bad_caption, no_image).
+std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool require_caption,
+                                        StreamSample& out);
+
 // The rank's units for `epoch`, in reading order (exposed for tests and `iomm data scan`).
 std::vector<size_t> epoch_units(size_t n_units, uint64_t seed, int64_t epoch, int rank, int world_size);
 

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "data/image.h"
+#include "data/image_pool.h"
 
 namespace fs = std::filesystem;
 
@@ -154,8 +155,8 @@ TEST(SampleStream, RestoreRefusesAnotherWorldSizeOrSeed) {
   fs::remove_all(d);
 }
 
-// One shard of each kind of damage beside a good one; the stream goes on and counts each by cause.
-TEST(SampleStream, DamageIsCountedByCauseAndTheRunGoesOn) {
+// A good shard with one sample of each kind of damage, and a truncated shard.
+fs::path write_damaged_set() {
   auto d = temp_dir("damage");
   {
     TarWriter t((d / "a-good.tar").string());
@@ -184,6 +185,12 @@ TEST(SampleStream, DamageIsCountedByCauseAndTheRunGoesOn) {
   }
   auto cut = d / "b-cut.tar";
   fs::resize_file(cut, fs::file_size(cut) - 2500);  // the last caption and the end blocks are gone
+  return d;
+}
+
+// The stream goes on and counts each kind by cause.
+TEST(SampleStream, DamageIsCountedByCauseAndTheRunGoesOn) {
+  auto d = write_damaged_set();
   auto o = opts();
   o.require_captions = true;
   SampleStream s(DataSource::open(d.string()), o);
@@ -200,6 +207,21 @@ TEST(SampleStream, DamageIsCountedByCauseAndTheRunGoesOn) {
   EXPECT_NE(sk.first["undecodable"].find("broken"), std::string::npos) << sk.first["undecodable"];
   EXPECT_NE(sk.first["damaged_shard"].find("b-cut.tar"), std::string::npos) << sk.first["damaged_shard"];
   EXPECT_EQ(keys, (std::set<std::string>{"g0", "g1", "g2", "g3", "g4", "c0", "c1"}));
+  fs::remove_all(d);
+}
+
+// The in-memory pool reads through the same source and preprocessing: the same samples, the same counts.
+TEST(ImagePool, LoadsTheStreamsSamplesAndCountsTheSameSkips) {
+  auto d = write_damaged_set();
+  auto pool = load_image_pool(d.string(), 4, /*require_captions=*/true, 0, false);
+  EXPECT_EQ(pool.size(), 7);
+  auto& sk = pool.stats.skipped;
+  for (const char* cause : {"no_caption", "undecodable", "no_image", "bad_member", "bad_caption", "damaged_shard"})
+    EXPECT_EQ(sk.count[cause], 1) << cause << ": " << sk.summary();
+  std::set<std::string> keys(pool.keys.begin(), pool.keys.end());
+  EXPECT_EQ(keys, (std::set<std::string>{"g0", "g1", "g2", "g3", "g4", "c0", "c1"}));
+  EXPECT_EQ(pool.captions[0], "ok");
+  EXPECT_EQ(pool.images[0][0][1][1].item<int>(), 0);  // g0's pixels (png_for(0))
   fs::remove_all(d);
 }
 
