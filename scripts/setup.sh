@@ -24,6 +24,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libpng-dev libjpeg62-turbo-dev libwebp-dev libexif-dev   # image codecs + EXIF orientation
   libarchive-dev                                           # WebDataset tar shards
+  libgloo-dev                                              # gloo's headers for c10d's ProcessGroupGloo
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev      # JSON, TOML configs, CLI
   libspdlog-dev libfmt-dev libcpp-httplib-dev              # logging, formatting, HTTP server
   libicu-dev                                               # tokenizer regex + NFC
