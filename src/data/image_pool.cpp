@@ -23,9 +23,18 @@ std::string PoolStats::summary() const {
   return s;
 }
 
+at::Tensor to_model_range(const at::Tensor& images_u8) { return images_u8.to(torch::kFloat).div_(127.5).sub_(1.0); }
+
 at::Tensor ImagePool::batch(const std::vector<int64_t>& idx) const {
-  auto i = torch::tensor(idx, torch::kLong);
-  return images.index_select(0, i).to(torch::kFloat).div_(127.5).sub_(1.0);
+  return to_model_range(images.index_select(0, torch::tensor(idx, torch::kLong)));
+}
+
+at::Tensor training_image(const Sample& s, int resolution) {
+  const auto* bytes = s.image();
+  if (bytes == nullptr) fail("sample '{}' of '{}' has no image member", s.key, s.shard);
+  auto img = decode_image_bytes(bytes->data(), bytes->size(), s.shard + ":" + s.key);
+  img = resize_shorter_side_center_crop(to_rgb(img), resolution, Resample::Bicubic);
+  return image_to_tensor(img).mul(255).round().to(torch::kUInt8);
 }
 
 namespace {
@@ -64,10 +73,7 @@ ImagePool load_image_pool(const std::string& spec, int resolution, bool require_
       }
     }
     try {
-      const auto* bytes = s.image();
-      auto img = decode_image_bytes(bytes->data(), bytes->size(), s.shard + ":" + s.key);
-      img = resize_shorter_side_center_crop(to_rgb(img), resolution, Resample::Bicubic);
-      images.push_back(image_to_tensor(img).mul(255).round().to(torch::kUInt8));
+      images.push_back(training_image(s, resolution));
     } catch (const Error& e) {
       if (pool.stats.undecodable++ == 0) pool.stats.first_error = e.what();
       continue;

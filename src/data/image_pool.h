@@ -14,6 +14,8 @@
 
 namespace iomm::data {
 
+struct Sample;
+
 struct PoolStats {
   int64_t loaded = 0;
   int64_t undecodable = 0;     // image bytes that failed to decode (first error kept)
@@ -32,6 +34,15 @@ struct ImagePool {
   // Images `idx` as float [-1, 1].
   at::Tensor batch(const std::vector<int64_t>& idx) const;
 };
+
+// How every training image is prepared (load_image_pool, iomm cache): decoded (EXIF orientation applied), RGB,
+// shorter side resized to R (bicubic, Pillow-compatible), centre crop R×R, rounded to uint8.
+inline constexpr const char* kTrainingPreprocess =
+    "decode (EXIF orientation), RGB, shorter side resize to R (bicubic, Pillow-compatible), centre crop RxR, uint8";
+// The sample's image prepared as above: uint8 [3, R, R]. Throws iomm::Error when it does not decode.
+at::Tensor training_image(const Sample& s, int resolution);
+// uint8 images -> float in [-1, 1], the models' input range.
+at::Tensor to_model_range(const at::Tensor& images_u8);
 
 // `spec`: a .tar, a directory of .tar shards, a brace range (see expand_shards), or a directory of image files.
 // `require_captions`: samples without one are skipped and counted. `limit` > 0 stops after that many images.

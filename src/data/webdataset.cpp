@@ -121,7 +121,8 @@ struct WebDatasetReader::Tar {
   }
 };
 
-WebDatasetReader::WebDatasetReader(std::vector<std::string> shards) : shards_(std::move(shards)) {}
+WebDatasetReader::WebDatasetReader(std::vector<std::string> shards, std::string required_member)
+    : shards_(std::move(shards)), required_member_(std::move(required_member)) {}
 WebDatasetReader::~WebDatasetReader() = default;
 
 bool WebDatasetReader::open_next_shard() {
@@ -197,7 +198,7 @@ bool WebDatasetReader::next(Sample& out) {
     }
     if (end_of_shard) tar_.reset();
     if (out.members.empty()) continue;
-    if (!out.image()) {
+    if (required_member_.empty() ? !out.image() : !out.members.count(required_member_)) {
       ++stats_.skipped_samples;
       continue;
     }

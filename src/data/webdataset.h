@@ -35,7 +35,7 @@ bool split_key(const std::string& member, std::string& key, std::string& ext);
 
 struct ReadStats {
   int64_t shards = 0, members = 0, samples = 0;
-  int64_t skipped_samples = 0;  // no image member
+  int64_t skipped_samples = 0;  // no image member (or no required member)
   int64_t skipped_members = 0;  // no extension, hidden, or not a regular file
   std::string summary() const;
 };
@@ -46,11 +46,12 @@ std::vector<std::string> expand_shards(const std::string& spec);
 
 class WebDatasetReader {
  public:
-  explicit WebDatasetReader(std::vector<std::string> shards);
+  // `required_member`: the extension a sample must have (e.g. "features.safetensors"); empty = an image member.
+  explicit WebDatasetReader(std::vector<std::string> shards, std::string required_member = "");
   ~WebDatasetReader();
   WebDatasetReader(const WebDatasetReader&) = delete;
   WebDatasetReader& operator=(const WebDatasetReader&) = delete;
-  // Fills `out` with the next sample that has an image; false at the end of the last shard.
+  // Fills `out` with the next sample that has an image (or the required member); false after the last shard.
   bool next(Sample& out);
   const ReadStats& stats() const { return stats_; }
 
@@ -60,6 +61,7 @@ class WebDatasetReader {
   bool read_member(std::string& name, std::vector<uint8_t>& bytes);
 
   std::vector<std::string> shards_;
+  std::string required_member_;
   size_t next_shard_ = 0;
   std::unique_ptr<Tar> tar_;
   std::optional<std::pair<std::string, std::vector<uint8_t>>> pending_;  // first member of the next sample
@@ -105,6 +107,7 @@ class ImageFolderReader {
   explicit ImageFolderReader(const std::string& dir);
   bool next(Sample& out);
   size_t size() const { return files_.size(); }
+  void seek(size_t pos) { pos_ = pos < files_.size() ? pos : files_.size(); }  // next() continues at file `pos`
 
  private:
   std::string dir_;
