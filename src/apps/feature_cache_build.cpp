@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <optional>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 

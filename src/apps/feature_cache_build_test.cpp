@@ -95,8 +95,8 @@ TEST(FeatureCacheModel, LossFromFeaturesEqualsLossFromImages) {
     from_images.conds.push_back({kKinds[i], captions[i], kKinds[i] == ConditionKind::image ? images[int64_t(i)]
                                                                                              : at::Tensor()});
   auto f = m.encode_features(images);
-  EXPECT_EQ(f.latents.sizes(), (std::vector<int64_t>{5, 16, 8, 8}));
-  EXPECT_EQ(f.c_img.sizes(), (std::vector<int64_t>{5, 4, 32}));
+  EXPECT_EQ(f.latents.sizes().vec(), (std::vector<int64_t>{5, 16, 8, 8}));
+  EXPECT_EQ(f.c_img.sizes().vec(), (std::vector<int64_t>{5, 4, 32}));
   std::vector<data::FeatureSample> samples;
   const auto& cond = m.conditioner();
   for (int64_t i = 0; i < 5; ++i) {
@@ -107,6 +107,12 @@ TEST(FeatureCacheModel, LossFromFeaturesEqualsLossFromImages) {
   }
   auto a = loss_with(m, from_images, 11), b = loss_with(m, training_batch_from_features(samples, kKinds), 11);
   EXPECT_LE(max_diff(a.per_sample, b.per_sample), 1e-5) << a.per_sample << b.per_sample;
+  // Mixed: cached latents, one image condition from its cached tokens, the other from its image.
+  TrainingBatch mixed = from_images;
+  mixed.latents = f.latents;
+  mixed.conds[2].image = at::Tensor();
+  mixed.conds[2].image_tokens = f.c_img[2];
+  EXPECT_LE(max_diff(a.per_sample, loss_with(m, mixed, 11).per_sample), 1e-5);
   // The comparison has teeth: another draw (other masks, t, z) gives another loss.
   EXPECT_GT(max_diff(a.per_sample, loss_with(m, from_images, 12).per_sample), 1e-3);
 }

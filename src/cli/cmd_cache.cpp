@@ -2,6 +2,7 @@
 // frozen models' features (FLUX latents, the MLLM's image tokens, caption token ids) once, as a feature cache
 // (apps/feature_cache_build.h, docs/data.md). Rerunning the same command resumes an interrupted cache;
 // `iomm cache --check --model M --out DIR` validates a cache against a model.
+#include <algorithm>
 #include <memory>
 
 #include <fmt/ranges.h>
