@@ -63,7 +63,7 @@ IommModel model_from(const std::string& toml, uint64_t seed = 0) {
   auto cfg = Config::parse(toml);
   auto m = IommModel::create(IommModelConfig::from_config(cfg), seed);
   torch::NoGradGuard ng;  // leave adaLN-Zero so the velocity depends on the condition and the latents
-  for (auto& [name, p] : m.trainable()) p.add_(torch::randn_like(p) * 0.05);
+  for (auto& [name, p] : m.trainable()) p.add_(torch::randn_like(p) * 0.3);
   return m;
 }
 
@@ -113,8 +113,14 @@ TEST(FeatureCacheModel, LossFromFeaturesEqualsLossFromImages) {
   mixed.conds[2].image = at::Tensor();
   mixed.conds[2].image_tokens = f.c_img[2];
   EXPECT_LE(max_diff(a.per_sample, loss_with(m, mixed, 11).per_sample), 1e-5);
-  // The comparison has teeth: another draw (other masks, t, z) gives another loss.
+  // The comparison has teeth: another draw (other masks, t, z) gives another loss, and so do other image tokens
+  // (scaled by half: masking before caching would zero some).
   EXPECT_GT(max_diff(a.per_sample, loss_with(m, from_images, 12).per_sample), 1e-3);
+  auto masked = samples;
+  for (int64_t i : {0, 2}) masked[size_t(i)].c_img = f.c_img[i] * 0.5;
+  auto c = loss_with(m, training_batch_from_features(masked, kKinds), 11);
+  EXPECT_GT((a.per_sample - c.per_sample).abs().index({torch::tensor({0, 2})}).min().item<double>(), 1e-4)
+      << a.per_sample << c.per_sample;
 }
 
 TEST(FeatureCacheBuild, CachedShardsGiveTheImagesLossAndRefuseOtherModels) {

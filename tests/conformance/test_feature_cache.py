@@ -96,6 +96,24 @@ def pillow_preprocess(png_bytes):
     return x / 127.5 - 1
 
 
+def vit_pixels(images, tile):
+    """OpenUni's preprocessing: [-1,1] -> [0,1] -> ImageNet normalisation -> bilinear to the tile (no antialias)."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    x = ((images + 1) / 2 - mean) / std
+    return torch.nn.functional.interpolate(x, size=(tile, tile), mode="bilinear", align_corners=False)
+
+
+def reference_image_tokens(images):
+    """c_img as transformers' InternVL computes it (InternViT, pixel shuffle, mlp1), unmasked."""
+    transformers = pytest.importorskip("transformers")
+    m = transformers.InternVLForConditionalGeneration.from_pretrained(MLLM).eval()
+    with torch.no_grad():
+        return m.model.get_image_features(pixel_values=vit_pixels(images, m.config.vision_config.image_size[0]),
+                                          vision_feature_layer=-1,
+                                          vision_feature_select_strategy="default").pooler_output
+
+
 def test_shards_hold_mean_latents_token_ids_and_a_manifest(env, tmp_path):
     out = tmp_path / "c"
     cache(env, out, "captioned", "--batch-size", 3)
@@ -114,11 +132,14 @@ def test_shards_hold_mean_latents_token_ids_and_a_manifest(env, tmp_path):
     with torch.no_grad():
         mean = env["vae"].encode(images).latent_dist.mean
     want = (mean - 0.1159) * 0.3611
+    want_tokens = reference_image_tokens(images)
     for i, k in enumerate(keys):
         t = load_safetensors(got[f"{k}.features.safetensors"])
         assert t["latents"].dtype == torch.float32 and t["c_img"].shape == (16, 32)
         err = (t["latents"] - want[i]).abs().max().item()
         assert err < 2e-3, f"{k}: latents differ from diffusers' scaled posterior mean by {err}"
+        err = (t["c_img"] - want_tokens[i]).abs().max().item()
+        assert err < 2e-3, f"{k}: c_img differs from transformers' unmasked image features by {err}"
         caption = got[f"{k}.txt"].decode()
         assert caption == src[f"{k}.txt"].decode()
         prompt = f"<|im_start|>user\nGenerate an image: {caption}<|im_end|>\n<|im_start|>assistant\n<img>"
