@@ -56,6 +56,16 @@ std::string condition_prompt(const ConditionInput& in, const ConditionTemplates&
   return {};
 }
 
+std::vector<int32_t> tokenize_condition(const ConditionInput& input, const ConditionTemplates& t, const Tokenizer& tok,
+                                        int64_t image_tokens, bool& cut) {
+  ConditionInput in = input;
+  cut = false;
+  if (in.kind == ConditionKind::text || in.kind == ConditionKind::edit)
+    in.text = truncate_text(in.text, tok, t.max_text_tokens, cut);
+  // The trailing "<img>" opens the image the assistant is asked to produce (OpenUni's prompt).
+  return tok.encode(apply_chat_template({{"user", condition_prompt(in, t, image_tokens)}}, true) + "<img>");
+}
+
 ConditionTokens tokenize_conditions(const std::vector<ConditionInput>& inputs, const ConditionTemplates& t,
                                     const Tokenizer& tok, int64_t image_tokens, int64_t pad_id) {
   if (inputs.empty()) fail("tokenize_conditions: empty batch");
@@ -63,19 +73,20 @@ ConditionTokens tokenize_conditions(const std::vector<ConditionInput>& inputs, c
   std::vector<std::vector<int32_t>> rows;
   size_t L = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    ConditionInput in = inputs[i];
-    if (in.kind == ConditionKind::text || in.kind == ConditionKind::edit) {
-      bool cut = false;
-      in.text = truncate_text(in.text, tok, t.max_text_tokens, cut);
-      out.truncated += cut;
-    }
+    const ConditionInput& in = inputs[i];
     if (in.kind == ConditionKind::image || in.kind == ConditionKind::edit) {
-      if (!in.image.defined()) fail("condition {} ({}) needs an image", i, name(in.kind));
+      if (!in.image.defined() && !in.image_tokens.defined())
+        fail("condition {} ({}) needs an image or its cached image tokens", i, name(in.kind));
       out.image_rows.push_back(int64_t(i));
     }
-    // The trailing "<img>" opens the image the assistant is asked to produce (OpenUni's prompt).
-    std::string s = apply_chat_template({{"user", condition_prompt(in, t, image_tokens)}}, true) + "<img>";
-    rows.push_back(tok.encode(s));
+    if (in.input_ids.defined()) {  // cached by `iomm cache`: the same row tokenize_condition gives
+      auto ids = in.input_ids.to(torch::kCPU, torch::kLong).contiguous();
+      rows.emplace_back(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+    } else {
+      bool cut = false;
+      rows.push_back(tokenize_condition(in, t, tok, image_tokens, cut));
+      out.truncated += cut;
+    }
     L = std::max(L, rows.back().size());
   }
   int64_t B = int64_t(rows.size());

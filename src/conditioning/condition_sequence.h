@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -21,9 +22,19 @@ enum class ConditionKind { text, uncond, image, edit };
 const char* name(ConditionKind k);
 
 struct ConditionInput {
+  ConditionInput() = default;
+  // {kind, text, image}: what every caller gives; the cached fields below are set by name.
+  ConditionInput(ConditionKind k, std::string t = {}, at::Tensor img = {})
+      : kind(k), text(std::move(t)), image(std::move(img)) {}
+
   ConditionKind kind = ConditionKind::text;
   std::string text;  // caption (text) or instruction (edit); unused for image / uncond
   at::Tensor image;  // [3, H, W] in [-1, 1] for image / edit
+  // Precomputed by `iomm cache` (data/feature_cache.h), used instead of recomputing: the image's tokens c_img
+  // [T, D] before masking (instead of `image`), and this condition's token row [L] int64 as
+  // tokenize_condition() gives it (instead of tokenising `text`).
+  at::Tensor image_tokens;
+  at::Tensor input_ids;
 };
 
 struct ConditionTemplates {
@@ -45,7 +56,12 @@ struct ConditionTokens {
 // The user-turn text of one condition (`image_tokens` = T placeholders for image / edit).
 std::string condition_prompt(const ConditionInput& in, const ConditionTemplates& t, int64_t image_tokens);
 
-// Tokenises a batch. `pad_id` fills padding (never attended).
+// The token row of one condition (chat template and the trailing "<img>"); `cut` tells whether its text was
+// truncated to max_text_tokens. What `iomm cache` stores as input_ids for a caption.
+std::vector<int32_t> tokenize_condition(const ConditionInput& in, const ConditionTemplates& t, const Tokenizer& tok,
+                                        int64_t image_tokens, bool& cut);
+
+// Tokenises a batch (a condition with input_ids uses them as its row). `pad_id` fills padding (never attended).
 ConditionTokens tokenize_conditions(const std::vector<ConditionInput>& inputs, const ConditionTemplates& t,
                                     const Tokenizer& tok, int64_t image_tokens, int64_t pad_id);
 

@@ -40,6 +40,35 @@ IommConditionerImpl::IommConditionerImpl(const ConditionerConfig& c, InternVL m,
 
 int64_t IommConditionerImpl::width() const { return mllm->config.llm.hidden_size; }
 
+at::Tensor image_condition_tokens(InternVLImpl& mllm, const at::Tensor& images) {
+  torch::NoGradGuard no_grad;  // the MLLM is frozen
+  auto param = mllm.parameters().front();
+  auto pixels = internvl_condition_pixels(images.to(param.device()), mllm.config.tile_size);
+  return mllm.image_tokens(pixels.to(param.scalar_type()));
+}
+
+at::Tensor IommConditionerImpl::image_tokens_of(const std::vector<ConditionInput>& inputs,
+                                                const std::vector<int64_t>& rows) {
+  auto param = mllm->parameters().front();
+  // Rows without cached tokens run through the vision tower together, then every row takes its place.
+  std::vector<at::Tensor> images, out(rows.size());
+  std::vector<size_t> computed;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& in = inputs[size_t(rows[i])];
+    if (in.image_tokens.defined()) {
+      out[i] = in.image_tokens.to(param.device(), param.scalar_type());
+    } else {
+      images.push_back(in.image);
+      computed.push_back(i);
+    }
+  }
+  if (!images.empty()) {
+    auto fresh = image_condition_tokens(*mllm, torch::stack(images));
+    for (size_t j = 0; j < computed.size(); ++j) out[computed[j]] = fresh[int64_t(j)];
+  }
+  return torch::stack(out);
+}
+
 Condition IommConditionerImpl::forward(const std::vector<ConditionInput>& inputs, bool mim, at::Generator* gen,
                                        const at::Tensor& keep) {
   auto param = mllm->parameters().front();
@@ -56,10 +85,7 @@ Condition IommConditionerImpl::forward(const std::vector<ConditionInput>& inputs
     torch::NoGradGuard no_grad;
     c = mllm->embed_tokens(ids);
     if (!toks.image_rows.empty()) {
-      std::vector<at::Tensor> images;
-      for (int64_t r : toks.image_rows) images.push_back(inputs[size_t(r)].image);
-      auto pixels = internvl_condition_pixels(torch::stack(images).to(device), mllm->config.tile_size);
-      auto img = mllm->image_tokens(pixels.to(dtype));
+      auto img = image_tokens_of(inputs, toks.image_rows);
       if (mim && (config.mask_ratio > 0 || keep.defined())) {
         // Only self-conditioned rows are masked; an edit's reference image is seen whole.
         std::vector<int64_t> self_conditioned;

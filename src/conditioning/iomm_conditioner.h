@@ -57,6 +57,9 @@ struct IommConditionerImpl : torch::nn::Module {
   Condition forward(const std::vector<ConditionInput>& inputs, bool mim, at::Generator* gen,
                     const at::Tensor& keep = {});
 
+  // c_img [rows, T, D] of the inputs `rows`: their cached image_tokens, else computed from their images.
+  at::Tensor image_tokens_of(const std::vector<ConditionInput>& inputs, const std::vector<int64_t>& rows);
+
   int64_t width() const;  // D_mllm: the generator's context_in_dim
   int64_t image_tokens_per_image() const { return mllm->config.tokens_per_tile(); }
 
@@ -68,5 +71,10 @@ struct IommConditionerImpl : torch::nn::Module {
   int64_t truncated = 0;  // captions cut so far
 };
 TORCH_MODULE(IommConditioner);
+
+// An image condition's tokens c_img = mlp1(pixel_shuffle(InternViT(x))) for images [B, 3, R, R] in [-1, 1]
+// (resized to the MLLM's tile as OpenUni does): [B, T, D] on the MLLM's device and dtype, before any MIM mask.
+// The conditioner and `iomm cache` both compute image tokens through this one function.
+at::Tensor image_condition_tokens(InternVLImpl& mllm, const at::Tensor& images);
 
 }  // namespace iomm

@@ -147,19 +147,9 @@ File::File(std::string path, ReadMode mode) : path_(std::move(path)), mode_(mode
     if (!S_ISREG(st.st_mode))
       fail("'{}' is not a regular file: pass a .safetensors file (directories are opened as a Checkpoint)", path_);
     file_size_ = static_cast<uint64_t>(st.st_size);
-    if (file_size_ < 8)
-      fail("'{}' is {} bytes, shorter than the 8-byte header length every safetensors file starts with: the file is "
-           "truncated or not safetensors",
-           path_, file_size_);
     uint64_t header_len = 0;
-    pread_exact(&header_len, 8, 0, "the header length");
-    if (header_len > kMaxHeaderBytes)
-      fail("'{}': header length {} exceeds the {} bytes safetensors allows: the file is corrupt or not safetensors",
-           path_, header_len, kMaxHeaderBytes);
-    if (header_len > file_size_ - 8)
-      fail("'{}': header length {} runs past the end of the {}-byte file: the file is truncated or corrupt", path_,
-           header_len, file_size_);
-    data_start_ = 8 + header_len;
+    if (file_size_ >= 8) pread_exact(&header_len, 8, 0, "the header length");
+    check_header_length(header_len);
     std::string header(header_len, '\0');
     pread_exact(header.data(), header_len, 8, "the header");
     parse_header(header);
@@ -178,8 +168,37 @@ File::File(std::string path, ReadMode mode) : path_(std::move(path)), mode_(mode
   }
 }
 
+void File::check_header_length(uint64_t header_len) {
+  if (file_size_ < 8)
+    fail("'{}' is {} bytes, shorter than the 8-byte header length every safetensors file starts with: the file is "
+         "truncated or not safetensors",
+         path_, file_size_);
+  if (header_len > kMaxHeaderBytes)
+    fail("'{}': header length {} exceeds the {} bytes safetensors allows: the file is corrupt or not safetensors",
+         path_, header_len, kMaxHeaderBytes);
+  if (header_len > file_size_ - 8)
+    fail("'{}': header length {} runs past the end of the {}-byte file: the file is truncated or corrupt", path_,
+         header_len, file_size_);
+  data_start_ = 8 + header_len;
+}
+
+std::unique_ptr<File> File::from_bytes(std::string name, std::string bytes) {
+  std::unique_ptr<File> f(new File());
+  f->path_ = std::move(name);
+  f->mode_ = ReadMode::Mmap;
+  f->owned_ = std::move(bytes);
+  f->file_size_ = f->owned_.size();
+  uint64_t header_len = 0;
+  if (f->file_size_ >= 8) std::memcpy(&header_len, f->owned_.data(), 8);
+  f->check_header_length(header_len);
+  f->parse_header(f->owned_.substr(8, header_len));
+  f->validate_layout();
+  f->map_ = reinterpret_cast<const std::byte*>(f->owned_.data());
+  return f;
+}
+
 File::~File() {
-  if (map_) ::munmap(const_cast<std::byte*>(map_), file_size_);
+  if (map_ && owned_.empty()) ::munmap(const_cast<std::byte*>(map_), file_size_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -544,12 +563,20 @@ void check_tensors(const std::string& path, const std::vector<TensorView>& tenso
 
 }  // namespace
 
-void write(const std::string& path, const std::vector<TensorView>& tensors,
-           const std::map<std::string, std::string>& metadata) {
-  check_tensors(path, tensors);
+namespace {
+
+// The header text (padded so the data region starts 8-byte aligned) and the order the tensors' bytes follow in.
+struct Layout {
+  std::string header;
   std::vector<const TensorView*> order;
-  for (const auto& t : tensors) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](const TensorView* a, const TensorView* b) {
+};
+
+Layout layout_of(const std::string& path, const std::vector<TensorView>& tensors,
+                 const std::map<std::string, std::string>& metadata) {
+  check_tensors(path, tensors);
+  Layout l;
+  for (const auto& t : tensors) l.order.push_back(&t);
+  std::sort(l.order.begin(), l.order.end(), [](const TensorView* a, const TensorView* b) {
     int ra = dtype_write_rank(a->dtype), rb = dtype_write_rank(b->dtype);
     return ra != rb ? ra > rb : a->name < b->name;
   });
@@ -558,26 +585,42 @@ void write(const std::string& path, const std::vector<TensorView>& tensors,
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const auto* t : order) {
+  for (const auto* t : l.order) {
     header[t->name] = {{"dtype", std::string(dtype_name(t->dtype))},
                        {"shape", t->shape},
                        {"data_offsets", {offset, offset + t->nbytes}}};
     offset += t->nbytes;
   }
-  std::string text;
   try {
-    text = header.dump();
+    l.header = header.dump();
   } catch (const nlohmann::json::exception& e) {
     fail("writing '{}': a tensor name or metadata entry is not valid UTF-8 ({})", path, e.what());
   }
-  text.append((8 - text.size() % 8) % 8, ' ');  // data region starts 8-byte aligned
+  l.header.append((8 - l.header.size() % 8) % 8, ' ');  // data region starts 8-byte aligned
+  return l;
+}
 
+}  // namespace
+
+void write(const std::string& path, const std::vector<TensorView>& tensors,
+           const std::map<std::string, std::string>& metadata) {
+  auto l = layout_of(path, tensors, metadata);
   AtomicFile out(path);
-  uint64_t len = text.size();
+  uint64_t len = l.header.size();
   out.write(&len, 8, "the header length");
-  out.write(text.data(), text.size(), "the header");
-  for (const auto* t : order) out.write(t->data, t->nbytes, fmt::format("tensor '{}'", t->name));
+  out.write(l.header.data(), l.header.size(), "the header");
+  for (const auto* t : l.order) out.write(t->data, t->nbytes, fmt::format("tensor '{}'", t->name));
   out.commit();
+}
+
+std::string serialize(const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata,
+                      const std::string& what) {
+  auto l = layout_of(what, tensors, metadata);
+  uint64_t len = l.header.size();
+  std::string out(reinterpret_cast<const char*>(&len), 8);
+  out += l.header;
+  for (const auto* t : l.order) out.append(static_cast<const char*>(t->data), t->nbytes);
+  return out;
 }
 
 std::vector<std::string> write_sharded(const std::string& dir, const std::vector<TensorView>& tensors,

@@ -63,6 +63,8 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 class File {
  public:
   explicit File(std::string path, ReadMode mode = ReadMode::Mmap);
+  // A safetensors image held in memory (e.g. a WebDataset tar member); `name` stands in for the path in errors.
+  static std::unique_ptr<File> from_bytes(std::string name, std::string bytes);
   ~File();
   File(const File&) = delete;
   File& operator=(const File&) = delete;
@@ -83,6 +85,8 @@ class File {
   void read_into(std::string_view name, void* dst, uint64_t dst_bytes) const;
 
  private:
+  File() = default;
+  void check_header_length(uint64_t header_len);  // sets data_start_
   void parse_header(const std::string& header);
   void validate_layout();
   void pread_exact(void* dst, uint64_t n, uint64_t offset, std::string_view what) const;
@@ -93,6 +97,7 @@ class File {
   uint64_t file_size_ = 0;
   uint64_t data_start_ = 0;  // 8 + header length
   const std::byte* map_ = nullptr;
+  std::string owned_;  // from_bytes: the bytes map_ points into
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string_view, size_t> by_name_;
   std::map<std::string, std::string> metadata_;
@@ -139,6 +144,10 @@ class Checkpoint {
 // (dtype_write_rank, then name); the header is padded with spaces so the data region starts 8-byte aligned.
 void write(const std::string& path, const std::vector<TensorView>& tensors,
            const std::map<std::string, std::string>& metadata = {});
+
+// The bytes write() would put in a file (for in-memory use, e.g. a tar member); `what` names it in errors.
+std::string serialize(const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata = {},
+                      const std::string& what = "<memory>");
 
 // Hugging Face's sharded layout in `dir`: tensors in the given order, a new shard whenever the next tensor would take
 // the current one past `max_shard_bytes` (a larger tensor gets a shard of its own), files

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace iomm {
 
@@ -94,6 +95,34 @@ std::vector<std::string> save_tensors_sharded(const std::string& dir, const std:
                                               uint64_t max_shard_bytes, const std::string& stem) {
   auto host = host_copies(dir, tensors);
   return safetensors::write_sharded(dir, views_of(tensors, host), metadata, max_shard_bytes, stem);
+}
+
+std::string tensors_to_bytes(const std::map<std::string, at::Tensor>& tensors,
+                             const std::map<std::string, std::string>& metadata) {
+  auto host = host_copies("<memory>", tensors);
+  return safetensors::serialize(views_of(tensors, host), metadata);
+}
+
+std::map<std::string, at::Tensor> tensors_from_bytes(std::string bytes, const std::string& what) {
+  auto file = safetensors::File::from_bytes(what, std::move(bytes));
+  std::map<std::string, at::Tensor> out;
+  for (const auto& info : file->tensors()) {
+    at::Tensor t = at::empty(info.shape, at::TensorOptions().dtype(to_scalar_type(info.dtype)));
+    file->read_into(info.name, t.data_ptr(), info.nbytes());
+    out.emplace(info.name, t);
+  }
+  return out;
+}
+
+std::string fingerprint_tensors(const std::map<std::string, at::Tensor>& tensors) {
+  Hasher h;
+  for (const auto& [name, t] : tensors) {
+    auto host = t.to(at::kCPU).contiguous();
+    h.field(name).field(c10::toString(host.scalar_type()));
+    for (int64_t d : host.sizes()) h.update(&d, sizeof d);
+    h.update(host.data_ptr(), host.nbytes());
+  }
+  return "fnv1a64:" + h.hex();
 }
 
 }  // namespace iomm

@@ -23,6 +23,16 @@ at::Tensor load_tensor(const safetensors::Checkpoint& ckpt, const std::string& n
 // Writes `tensors` (any device, any layout; stored as contiguous CPU copies) to one file, atomically.
 void save_tensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                   const std::map<std::string, std::string>& metadata = {});
+// The bytes of a safetensors file holding `tensors` (for a tar member), and back (CPU tensors owning their memory);
+// `what` names the bytes in errors.
+std::string tensors_to_bytes(const std::map<std::string, at::Tensor>& tensors,
+                             const std::map<std::string, std::string>& metadata = {});
+std::map<std::string, at::Tensor> tensors_from_bytes(std::string bytes, const std::string& what);
+
+// "fnv1a64:<hex>" over the tensors in name order: each name, dtype, shape and bytes. Equal weights (on any device,
+// read from any file layout) give equal fingerprints; one changed element changes it.
+std::string fingerprint_tensors(const std::map<std::string, at::Tensor>& tensors);
+
 // The same as Hugging Face shards (see safetensors::write_sharded); tensors in name order. Returns the paths written.
 std::vector<std::string> save_tensors_sharded(const std::string& dir, const std::map<std::string, at::Tensor>& tensors,
                                               const std::map<std::string, std::string>& metadata,

@@ -181,7 +181,7 @@ void read_file_unit(const DataUnit& unit, SkipCounts& skips, const std::function
 
 void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void(Sample&&)>& emit) {
   if (unit.shard.empty()) return read_file_unit(unit, skips, emit);
-  WebDatasetReader r({unit.shard}, /*tolerate_damage=*/true);
+  WebDatasetReader r({unit.shard}, /*required_member=*/"", /*tolerate_damage=*/true);
   Sample s;
   while (r.next(s)) emit(std::move(s));
   const auto& st = r.stats();

@@ -16,6 +16,8 @@
 
 namespace iomm::data {
 
+struct Sample;
+
 struct PoolStats {
   int64_t loaded = 0;
   SkipCounts skipped;  // by cause (data/data_source.h), the first example of each
@@ -31,6 +33,15 @@ struct ImagePool {
   // Images `idx` as float [-1, 1].
   at::Tensor batch(const std::vector<int64_t>& idx) const;
 };
+
+// How every training image is prepared (load_image_pool, iomm cache): decoded (EXIF orientation applied), RGB,
+// shorter side resized to R (bicubic, Pillow-compatible), centre crop R×R, rounded to uint8.
+inline constexpr const char* kTrainingPreprocess =
+    "decode (EXIF orientation), RGB, shorter side resize to R (bicubic, Pillow-compatible), centre crop RxR, uint8";
+// The sample's image prepared as above: uint8 [3, R, R]. Throws iomm::Error when it does not decode.
+at::Tensor training_image(const Sample& s, int resolution);
+// uint8 images -> float in [-1, 1], the models' input range.
+at::Tensor to_model_range(const at::Tensor& images_u8);
 
 // `spec`: any data spec of DataSource::open (shards, a brace range, a .txt shard list, an image folder, a .jsonl
 // index), read in order with the streaming loader's preprocessing (prepare_sample) and skip causes.

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "data/image.h"
+#include "data/image_pool.h"
 
 namespace iomm::data {
 
@@ -66,17 +67,6 @@ struct Result {
   std::exception_ptr error;
 };
 
-// HWC bytes -> a uint8 [3, H, W] tensor with a plain loop: a torch op here (permute + contiguous) would run an
-// OpenMP region from this worker thread, i.e. a second team of spinning threads per worker (measured: 55% of a
-// 1-worker scan's CPU time in libgomp).
-at::Tensor to_chw(const Image& img) {
-  auto t = torch::empty({3, img.height, img.width}, torch::kUInt8);
-  uint8_t* dst = t.data_ptr<uint8_t>();
-  const size_t plane = size_t(img.height) * size_t(img.width);
-  for (size_t i = 0; i < plane; ++i)
-    for (size_t c = 0; c < 3; ++c) dst[c * plane + i] = img.pixels[3 * i + c];
-  return t;
-}
 
 }  // namespace
 
@@ -93,10 +83,8 @@ std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool
   }
   if (require_caption && out.caption.empty()) return SampleSkip{"no_caption", where};
   try {
-    const auto* bytes = raw.image();
-    if (!bytes) return SampleSkip{"no_image", where};
-    auto img = decode_image_bytes(bytes->data(), bytes->size(), where);
-    out.image = to_chw(resize_shorter_side_center_crop(to_rgb(img), resolution, Resample::Bicubic));
+    if (!raw.image()) return SampleSkip{"no_image", where};
+    out.image = training_image(raw, resolution);
   } catch (const Error& e) {
     return SampleSkip{"undecodable", e.what()};
   }

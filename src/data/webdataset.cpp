@@ -134,8 +134,9 @@ struct WebDatasetReader::Tar {
   }
 };
 
-WebDatasetReader::WebDatasetReader(std::vector<std::string> shards, bool tolerate_damage)
-    : shards_(std::move(shards)), tolerate_damage_(tolerate_damage) {}
+WebDatasetReader::WebDatasetReader(std::vector<std::string> shards, std::string required_member,
+                                   bool tolerate_damage)
+    : shards_(std::move(shards)), required_member_(std::move(required_member)), tolerate_damage_(tolerate_damage) {}
 WebDatasetReader::~WebDatasetReader() = default;
 
 bool WebDatasetReader::open_next_shard() {
@@ -240,7 +241,7 @@ bool WebDatasetReader::next(Sample& out) {
       tar_.reset();
       continue;
     }
-    if (!out.image()) {
+    if (required_member_.empty() ? !out.image() : !out.members.count(required_member_)) {
       if (stats_.skipped_samples++ == 0) stats_.first_skipped_sample = out.shard + ": " + out.key;
       continue;
     }

@@ -35,7 +35,7 @@ bool split_key(const std::string& member, std::string& key, std::string& ext);
 
 struct ReadStats {
   int64_t shards = 0, members = 0, samples = 0;
-  int64_t skipped_samples = 0;  // no image member
+  int64_t skipped_samples = 0;  // no image member (or no required member)
   int64_t skipped_members = 0;  // no extension, hidden, a repeated extension (tolerant mode), not a regular file
   int64_t damaged_shards = 0;   // tolerant mode: truncated or corrupt tars, read up to the damage
   // The first example of each cause, "shard: key" or "shard: message"; empty when the count is 0.
@@ -49,14 +49,16 @@ std::vector<std::string> expand_shards(const std::string& spec);
 
 class WebDatasetReader {
  public:
+  // `required_member`: the extension a sample must have (e.g. "features.safetensors"); empty = an image member.
   // `tolerate_damage`: a truncated or corrupt shard ends at the damage (counted in damaged_shards, the partial
   // sample dropped) and reading goes on with the next shard; otherwise it fails naming the shard. A shard that
   // cannot be opened at all fails either way.
-  explicit WebDatasetReader(std::vector<std::string> shards, bool tolerate_damage = false);
+  explicit WebDatasetReader(std::vector<std::string> shards, std::string required_member = "",
+                            bool tolerate_damage = false);
   ~WebDatasetReader();
   WebDatasetReader(const WebDatasetReader&) = delete;
   WebDatasetReader& operator=(const WebDatasetReader&) = delete;
-  // Fills `out` with the next sample that has an image; false at the end of the last shard.
+  // Fills `out` with the next sample that has an image (or the required member); false after the last shard.
   bool next(Sample& out);
   const ReadStats& stats() const { return stats_; }
 
@@ -67,6 +69,7 @@ class WebDatasetReader {
   bool read_sample(Sample& out);  // the next sample of the open shard (maybe without an image); false at its end
 
   std::vector<std::string> shards_;
+  std::string required_member_;
   bool tolerate_damage_ = false;
   size_t next_shard_ = 0;
   std::unique_ptr<Tar> tar_;
@@ -114,6 +117,7 @@ class ImageFolderReader {
   bool next(Sample& out);
   size_t size() const { return files_.size(); }
   const std::vector<std::string>& files() const { return files_; }
+  void seek(size_t pos) { pos_ = pos < files_.size() ? pos : files_.size(); }  // next() continues at file `pos`
 
  private:
   std::string dir_;

@@ -17,7 +17,9 @@
 #include <ATen/core/Tensor.h>
 
 #include "conditioning/iomm_conditioner.h"
+#include "data/feature_cache.h"
 #include "diffusion/flow_matching.h"
+#include "model/features.h"
 #include "model/generator.h"
 #include "models/autoencoder.h"
 #include "models/weights.h"
@@ -50,11 +52,12 @@ struct IommModelConfig {
 // One training batch. keep / t / noise are normally drawn from the step's generator; given, they make the
 // objective checkable against a reference (the golden test).
 struct TrainingBatch {
-  at::Tensor images;                  // [B, 3, R, R] in [-1, 1]
+  at::Tensor images;                  // [B, 3, R, R] in [-1, 1]; unused when `latents` is given
   std::vector<ConditionInput> conds;  // per sample: image (self-conditioning, masked), text, uncond or edit
   at::Tensor keep;                    // optional MIM keep-mask (IommConditionerImpl::forward)
   at::Tensor t;                       // optional [B]
   at::Tensor noise;                   // optional, packed-latent shaped [B, N, C·p²]
+  at::Tensor latents;                 // optional [B, C, h, w]: precomputed (iomm cache, model/features.h)
 };
 
 struct FlowLoss {
@@ -100,9 +103,16 @@ class IommModel {
   // memory for one more forward of those blocks; gradients are unchanged.
   void set_activation_checkpointing(int64_t every);
 
-  // The training objective (paper Alg. 1): condition with MIM on image conditions, x = AE(images),
-  // x_t = (1−t)x + t·z, loss = ‖v(x_t, t, h) − (z − x)‖². Draws from `gen`: masks, then t, then z.
+  // The training objective (paper Alg. 1): condition with MIM on image conditions, x = AE(images) (or the
+  // batch's precomputed latents), x_t = (1−t)x + t·z, loss = ‖v(x_t, t, h) − (z − x)‖². Draws from `gen`: masks,
+  // then t, then z — the same draws with images or with cached features.
   FlowLoss loss(const TrainingBatch& batch, const TimestepSampling& timesteps, at::Generator& gen);
+
+  // What the frozen models make of images [B, 3, R, R] in [-1, 1]: the latents and c_img (before masking) that
+  // loss() computes from them; `iomm cache` stores these (model/features.h).
+  ImageFeatures encode_features(const at::Tensor& images);
+  // What cached features must have been made with to serve this model; FeatureCache::validate checks them.
+  data::FeatureFingerprints feature_fingerprints() const;
 
   // The generator's condition h for `conds`: inference by default; `mim` masks image conditions as training does
   // (masks from `gen`, or the given `keep`; see IommConditionerImpl::forward).

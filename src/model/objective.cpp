@@ -1,7 +1,7 @@
 // IOMM's training objective (paper §3, Alg. 1): the conditioner turns each sample's condition into h (image
 // conditions with Masked Image Modeling: c_img ⊙ M, through the RQA and the frozen MLLM's KV-cached prefix), and the
 // generator is trained by rectified flow on the autoencoder's latents:
-//   x = AE(image),  x_t = (1 − t)·x + t·z,  loss = mean ‖v(x_t, t, h) − (z − x)‖²
+//   x = AE(image) (or its cached latents),  x_t = (1 − t)·x + t·z,  loss = mean ‖v(x_t, t, h) − (z − x)‖²
 // tests/fixtures/iomm_step (scripts/dump_iomm_step.py) pins this against an independent PyTorch reference.
 #include <torch/torch.h>
 
@@ -14,8 +14,10 @@ FlowLoss IommModel::loss(const TrainingBatch& b, const TimestepSampling& timeste
   auto p = generator_->module().parameters().front();
   at::Tensor x;
   {
-    torch::NoGradGuard no_grad;  // the autoencoder is frozen
-    x = pack_latents(autoencoder_->encode(b.images.to(p.device(), p.scalar_type())), config_.generator.patch_size());
+    torch::NoGradGuard no_grad;  // the autoencoder is frozen; cached latents are what it would give (features.h)
+    auto latents = b.latents.defined() ? b.latents.to(p.device(), p.scalar_type())
+                                       : autoencoder_->encode(b.images.to(p.device(), p.scalar_type()));
+    x = pack_latents(latents, config_.generator.patch_size());
   }
   int64_t B = x.size(0);
   // Draw on the CPU generator, then move: identical draws on every device.
@@ -25,6 +27,15 @@ FlowLoss IommModel::loss(const TrainingBatch& b, const TimestepSampling& timeste
   auto v = velocity(fp.x_t, t.to(x.device()), cond);
   auto per = (v.to(torch::kFloat) - fp.target.to(torch::kFloat)).pow(2).mean({1, 2});
   return {per.mean(), per.detach()};
+}
+
+ImageFeatures IommModel::encode_features(const at::Tensor& images) {
+  return encode_image_features(*autoencoder_, *conditioner_->mllm, images, config_.device, config_.dtype);
+}
+
+data::FeatureFingerprints IommModel::feature_fingerprints() const {
+  return iomm::feature_fingerprints(*autoencoder_, *conditioner_->mllm, config_.mllm, config_.conditioner.templates,
+                                    config_.resolution, config_.dtype);
 }
 
 }  // namespace iomm

@@ -40,6 +40,8 @@ std::string IdentityAutoencoder::describe() const {
   return fmt::format("identity (pixel space, {} channels)", channels_);
 }
 
+std::string IdentityAutoencoder::fingerprint() const { return fmt::format("identity:{}", channels_); }
+
 // ---------------------------------------------------------------------------------------------------- config
 
 void AutoencoderConfig::validate(const std::string& source) const {
@@ -424,6 +426,14 @@ void FluxAutoencoder::set_tiling(int64_t tile_latent, double overlap) {
          overlap);
   tile_latent_ = tile_latent;
   overlap_ = overlap;
+}
+
+std::string FluxAutoencoder::fingerprint() const {
+  TensorMap encoder;  // what encode() reads: the decoder can change without changing a latent
+  for (auto& [name, t] : module_tensors(*model_))
+    if (name.rfind("decoder.", 0) != 0 && name.rfind("post_quant_conv.", 0) != 0) encoder.emplace(name, t);
+  const auto& c = model_->config;
+  return fmt::format("{} scale {} shift {}", fingerprint_tensors(encoder), c.scaling_factor, c.shift_factor);
 }
 
 std::string FluxAutoencoder::describe() const {

@@ -39,6 +39,8 @@ class Autoencoder {
   virtual int64_t latent_channels() const = 0;
   virtual int64_t downsample_factor() const = 0;  // f
   virtual std::string describe() const = 0;
+  // Changes whenever encode() could: the weights, the latent scale and shift (feature caches check it).
+  virtual std::string fingerprint() const = 0;
   // The architecture of a FLUX / AutoencoderKL autoencoder (FLOP counts); null for pixel space.
   virtual const AutoencoderConfig* flux_config() const { return nullptr; }
 };
@@ -52,6 +54,7 @@ class IdentityAutoencoder : public Autoencoder {
   int64_t latent_channels() const override { return channels_; }
   int64_t downsample_factor() const override { return 1; }
   std::string describe() const override;
+  std::string fingerprint() const override;
 
  private:
   int64_t channels_;
@@ -186,6 +189,7 @@ class FluxAutoencoder : public Autoencoder {
   int64_t latent_channels() const override { return model_->config.latent_channels; }
   int64_t downsample_factor() const override { return model_->config.downsample_factor(); }
   std::string describe() const override;
+  std::string fingerprint() const override;  // the encoder's weights (not the decoder's), scale and shift
   const AutoencoderConfig* flux_config() const override { return &model_->config; }
   FluxAE& model() { return model_; }
   // Decode latents larger than `tile_latent` (in latent pixels) in tiles (decode_raw_tiled); 0 turns tiling off.

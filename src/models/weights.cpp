@@ -71,6 +71,13 @@ TensorMap module_state(const torch::nn::Module& module) {
   return out;
 }
 
+TensorMap module_tensors(const torch::nn::Module& module, const std::string& prefix) {
+  TensorMap out;
+  for (auto& p : module.named_parameters(true)) out[prefix + p.key()] = p.value().detach();
+  for (auto& b : module.named_buffers(true)) out[prefix + b.key()] = b.value().detach();
+  return out;
+}
+
 int64_t count_parameters(const torch::nn::Module& module) {
   int64_t n = 0;
   for (auto& p : module.parameters(true)) n += p.numel();

@@ -40,6 +40,8 @@ void load_frozen(torch::nn::Module& module, const TensorMap& tensors, const std:
 
 // Every parameter and buffer of `module` by name (cloned to CPU), for export.
 TensorMap module_state(const torch::nn::Module& module);
+// The same tensors, not copied (detached views, names prefixed with `prefix`), e.g. for fingerprint_tensors.
+TensorMap module_tensors(const torch::nn::Module& module, const std::string& prefix = "");
 
 // Named parameters of `module` that require grad, each name prefixed with `prefix` (e.g. "rqa.").
 NamedTensors trainable_parameters(const torch::nn::Module& module, const std::string& prefix = "");
