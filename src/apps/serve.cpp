@@ -87,7 +87,8 @@ httplib::Server::Handler guarded(std::function<void(const Request&, Response&)> 
 
 std::string preview_data_url(IommModel& model, const at::Tensor& denoised) {
   Image img = tensor_to_image(model.decode_preview(denoised)[0]);
-  if (img.width > kPreviewSide) img = resize(img, kPreviewSide, kPreviewSide * img.height / img.width, Resample::Bilinear);
+  if (img.width > kPreviewSide)
+    img = resize(img, kPreviewSide, kPreviewSide * img.height / img.width, Resample::Bilinear);
   auto png = encode_png(img);
   return "data:image/png;base64," + base64_encode(png.data(), png.size());
 }
@@ -133,7 +134,7 @@ void run_images(Job& job, Context& c, const ImageRequest& req, const at::Tensor&
 void stream_events(const std::shared_ptr<Job>& job, Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider("text/event-stream", [job, next = size_t(0)](size_t, httplib::DataSink& sink) mutable {
+  auto provider = [job, next = size_t(0)](size_t, httplib::DataSink& sink) mutable {
     bool ended = false;
     auto events = job->events_since(next, std::chrono::seconds(10), &ended);
     if (events.empty() && !ended) {  // a comment every 10 s: a closed connection is noticed, proxies stay open
@@ -146,7 +147,8 @@ void stream_events(const std::shared_ptr<Job>& job, Response& res) {
     }
     if (ended) sink.done();
     return true;
-  });
+  };
+  res.set_chunked_content_provider("text/event-stream", provider);
 }
 
 void submit(Context& c, ImageRequest req, const at::Tensor& reference, Response& res) {
@@ -313,8 +315,10 @@ void add_policies(httplib::Server& svr, Context& c) {
                                        "1 MiB for the form); send a smaller image", c.opts.limits.max_upload_bytes),
                  "invalid_request_error");
     else if (res.status == 404)
-      send_error(res, 404, fmt::format("no endpoint {} {}; the API is in docs/serve.md (GET /v1/models, POST "
-                                       "/v1/images/generations, POST /v1/images/edits, /v1/jobs/ID)", req.method, req.path),
+      send_error(res, 404,
+                 fmt::format("no endpoint {} {}; the API is in docs/serve.md (GET /v1/models, POST "
+                             "/v1/images/generations, POST /v1/images/edits, /v1/jobs/ID)",
+                             req.method, req.path),
                  "not_found");
     else
       send_error(res, res.status, fmt::format("HTTP {} for {} {}", res.status, req.method, req.path),

@@ -125,7 +125,8 @@ ImageRequest from_object(const json& o, bool edit, const ServeLimits& limits, co
   }
   ImageRequest r;
   r.task = edit ? "edit" : "generate";
-  if (!o.contains("prompt")) bad("prompt", edit ? "missing; give the editing instruction" : "missing; give the text to draw");
+  if (!o.contains("prompt"))
+    bad("prompt", edit ? "missing; give the editing instruction" : "missing; give the text to draw");
   r.prompt = o["prompt"].get<std::string>();
   check_prompt(r.prompt, limits, edit);
   apply_options(r, o, limits, model);

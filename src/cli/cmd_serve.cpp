@@ -10,7 +10,8 @@ iomm::cli::Register serve_reg{{"serve", "HTTP API (OpenAI-style image generation
     auto o = std::make_shared<iomm::ServeOptions>();
     auto& l = o->limits;
     app.add_option("--model", o->model, "model directory (RUN/model) or the training run directory")->required();
-    app.add_option("--host", o->host, "address to listen on (0.0.0.0 exposes it to the network)")->capture_default_str();
+    app.add_option("--host", o->host, "address to listen on (0.0.0.0 exposes it to the network)")
+        ->capture_default_str();
     app.add_option("--port", o->port, "port (0: any free port; the address is printed)")
         ->check(CLI::Range(0, 65535))
         ->capture_default_str();
@@ -19,7 +20,9 @@ iomm::cli::Register serve_reg{{"serve", "HTTP API (OpenAI-style image generation
         ->check(CLI::Range(1, 10000))
         ->capture_default_str();
     app.add_option("--max-n", l.max_n, "images per request")->check(CLI::Range(1, 64))->capture_default_str();
-    app.add_option("--max-steps", l.max_steps, "sampling steps per image")->check(CLI::Range(1, 100000))->capture_default_str();
+    app.add_option("--max-steps", l.max_steps, "sampling steps per image")
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
     app.add_option("--max-prompt-chars", l.max_prompt_chars, "prompt length in characters")
         ->check(CLI::Range(1, 100000))
         ->capture_default_str();
