@@ -229,8 +229,11 @@ void handle_cancel(Context& c, const Request& req, Response& res) {
   std::string id = req.matches[1];
   switch (c.queue.cancel(id)) {
     case CancelResult::not_found: throw RequestError(404, fmt::format("no job '{}'", id));
-    case CancelResult::already_ended:
-      throw RequestError(409, fmt::format("job '{}' has already ended ({})", id, to_string(c.queue.find(id)->state())));
+    case CancelResult::already_ended: {
+      auto job = c.queue.find(id);  // may have been forgotten since
+      throw RequestError(409, fmt::format("job '{}' has already ended ({})", id,
+                                          job ? to_string(job->state()) : "forgotten"));
+    }
     case CancelResult::cancelled: return send_json(res, 200, {{"id", id}, {"state", "cancelled"}});
     case CancelResult::cancelling: return send_json(res, 202, {{"id", id}, {"state", "cancelling"}});
   }
