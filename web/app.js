@@ -45,7 +45,7 @@ async function streamJob(url, body, on) {
   }
 }
 
-function intOrNull(input) {
+function numberOrNull(input) {
   const v = input.value.trim();
   return v === '' ? null : Number(v);
 }
@@ -93,9 +93,9 @@ let generateJob = null;
 
 async function generate(e) {
   e.preventDefault();
-  const body = { prompt: $('prompt').value, steps: intOrNull($('steps')), cfg_scale: Number($('cfg').value),
-                 sampler: $('sampler').value, n: intOrNull($('n')), stream: true, preview: $('preview').checked };
-  const seed = intOrNull($('seed'));
+  const body = { prompt: $('prompt').value, steps: numberOrNull($('steps')), cfg_scale: numberOrNull($('cfg')),
+                 sampler: $('sampler').value, n: numberOrNull($('n')), stream: true, preview: $('preview').checked };
+  const seed = numberOrNull($('seed'));
   if (seed !== null) body.seed = seed;
   for (const k of Object.keys(body)) if (body[k] === null || Number.isNaN(body[k])) delete body[k];
   showError($('error'), '');
