@@ -28,6 +28,8 @@ APT_PACKAGES=(
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev      # JSON, TOML configs, CLI
   libspdlog-dev libfmt-dev libcpp-httplib-dev              # logging, formatting, HTTP server
   libicu-dev                                               # tokenizer regex + NFC
+  libssl-dev                                               # SHA-256 (model fingerprint)
+  chromium chromium-driver                                 # the browser test of `iomm serve` (selenium)
   libgtest-dev libgmock-dev libbenchmark-dev               # tests and benchmarks
   python3-venv                                             # the set-up test makes a fresh virtual environment
 )

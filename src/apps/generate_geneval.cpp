@@ -4,10 +4,9 @@
 
 #include <torch/torch.h>
 
+#include "apps/generation_record.h"
 #include "core/fs.h"
 #include "core/progress.h"
-#include "data/image.h"
-#include "data/image_tensor.h"
 
 namespace iomm {
 
@@ -40,8 +39,16 @@ int64_t generate_geneval(IommModel& model, const std::vector<world::PromptSpec>&
     }
     auto images = model.generate(conds, g);
     for (size_t j = start; j < end; ++j) {
-      auto img = tensor_to_image(denormalize_signed(images[int64_t(j - start)]).clamp(0, 1));
-      write_png(img, fmt::format("{}/{:05d}/samples/{:04d}.png", out, jobs[j].prompt, jobs[j].k));
+      GenerationRecord r;
+      r.prompt = prompts[jobs[j].prompt].prompt;
+      r.seed = g.seeds[j - start];
+      r.steps = g.steps;
+      r.cfg_scale = g.cfg_scale;
+      r.sampler = g.sampler;
+      r.shift = g.shift;
+      r.model_fingerprint = o.model_fingerprint;
+      write_generated_png(images[int64_t(j - start)], r,
+                          fmt::format("{}/{:05d}/samples/{:04d}.png", out, jobs[j].prompt, jobs[j].k));
     }
     if (bar) bar->update(int64_t(end - start));
   }

@@ -2,7 +2,8 @@
 //   OUT/<00000>/metadata.jsonl   the prompt's JSON line, verbatim
 //   OUT/<00000>/samples/<0000>.png
 // so that `iomm eval shapes` (or GenEval itself) scores it. Image k of prompt i uses seed + i·1000 + k, so the
-// result does not depend on the batch size.
+// result does not depend on the batch size. Each PNG records its prompt, seed and sampling parameters
+// (apps/generation_record.h).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,6 +19,7 @@ struct GenevalOptions {
   int64_t batch = 16;  // images per generate() call
   GenerateOptions generate;
   bool progress = true;
+  std::string model_fingerprint;  // into each PNG's record (apps/generation_record.h); empty when unknown
 };
 
 // Returns the number of images written.

@@ -131,6 +131,7 @@ bool png_decode(PngReader* r) {
 struct OrientationSources {
   std::vector<uint8_t> exif;
   std::string xmp;
+  std::vector<PngText> text;  // every PNG text chunk (read_png_text)
 };
 
 Image decode_png(const uint8_t* data, size_t size, const std::string& name, OrientationSources* meta) {
@@ -152,9 +153,12 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, Orie
   png_textp text = nullptr;
   int num_text = 0;
   png_get_text(r.png, r.info, &text, &num_text);
-  for (int i = 0; i < num_text; ++i)
-    if (std::strcmp(text[i].key, "XML:com.adobe.xmp") == 0 && text[i].text)
-      meta->xmp.assign(text[i].text, text[i].itxt_length ? text[i].itxt_length : text[i].text_length);
+  for (int i = 0; i < num_text; ++i) {
+    std::string value;
+    if (text[i].text) value.assign(text[i].text, text[i].itxt_length ? text[i].itxt_length : text[i].text_length);
+    if (std::strcmp(text[i].key, "XML:com.adobe.xmp") == 0) meta->xmp = value;
+    meta->text.push_back({text[i].key, std::move(value)});
+  }
   if (r.gray16) {
     // Big-endian 16-bit samples; Pillow's I;16 -> L conversion clips instead of scaling.
     for (size_t i = 0; i < r.out.pixels.size(); ++i) {
@@ -186,7 +190,7 @@ void png_write_fn(png_structp png, png_bytep src, png_size_t n) {
 }
 void png_flush_fn(png_structp) {}
 
-bool png_encode(PngWriter* w, const Image* img) {
+bool png_encode(PngWriter* w, const Image* img, std::vector<png_text>* text) {
   if (setjmp(png_jmpbuf(w->png))) return false;
   png_set_write_fn(w->png, w, png_write_fn, png_flush_fn);
   int color = img->channels == 1 ? PNG_COLOR_TYPE_GRAY
@@ -196,19 +200,43 @@ bool png_encode(PngWriter* w, const Image* img) {
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   // Level 6 is zlib's default: a good size/speed trade for data written once and read many times.
   png_set_compression_level(w->png, 6);
+  // Before IDAT, so tools that stop reading at the pixels still see the parameters.
+  if (!text->empty()) png_set_text(w->png, w->info, text->data(), static_cast<int>(text->size()));
   png_write_info(w->png, w->info);
   for (int y = 0; y < img->height; ++y) png_write_row(w->png, const_cast<png_bytep>(img->row(y)));
   png_write_end(w->png, nullptr);
   return true;
 }
 
+// PNG keywords (spec 11.3.4.3): 1-79 Latin-1 printable characters, no leading, trailing or consecutive spaces.
+void check_png_keyword(const std::string& key) {
+  bool ok = !key.empty() && key.size() <= 79 && key.front() != ' ' && key.back() != ' ' &&
+            key.find("  ") == std::string::npos;
+  for (unsigned char c : key) ok = ok && c >= 32 && c != 127;
+  if (!ok)
+    fail("encode_png: text chunk keyword '{}' is not a PNG keyword (1-79 printable characters, no leading, "
+         "trailing or double spaces)", key);
+}
+
 }  // namespace
 
-std::vector<uint8_t> encode_png(const Image& img) {
+bool operator==(const PngText& a, const PngText& b) { return a.key == b.key && a.text == b.text; }
+
+std::vector<uint8_t> encode_png(const Image& img, const std::vector<PngText>& text) {
   if (img.width <= 0 || img.height <= 0 || (img.channels != 1 && img.channels != 3 && img.channels != 4) ||
       img.pixels.size() != static_cast<size_t>(img.width) * img.height * img.channels)
     fail("encode_png: invalid image {}x{}x{} with {} bytes", img.width, img.height, img.channels,
          img.pixels.size());
+  std::vector<png_text> chunks;
+  for (const auto& t : text) {
+    check_png_keyword(t.key);
+    png_text c{};
+    c.compression = PNG_ITXT_COMPRESSION_NONE;
+    c.key = const_cast<char*>(t.key.c_str());  // libpng copies; it never writes through these
+    c.text = const_cast<char*>(t.text.c_str());
+    c.itxt_length = t.text.size();
+    chunks.push_back(c);
+  }
   std::vector<uint8_t> out;
   PngWriter w;
   w.out = &out;
@@ -216,12 +244,12 @@ std::vector<uint8_t> encode_png(const Image& img) {
   if (!w.png) fail("encode_png: cannot allocate a PNG encoder (out of memory?)");
   w.info = png_create_info_struct(w.png);
   if (!w.info) fail("encode_png: cannot allocate a PNG encoder (out of memory?)");
-  if (!png_encode(&w, &img)) fail("encode_png: libpng failed: {}", w.error);
+  if (!png_encode(&w, &img, &chunks)) fail("encode_png: libpng failed: {}", w.error);
   return out;
 }
 
-void write_png(const Image& img, const std::string& path) {
-  std::vector<uint8_t> bytes = encode_png(img);
+void write_png(const Image& img, const std::string& path, const std::vector<PngText>& text) {
+  std::vector<uint8_t> bytes = encode_png(img, text);
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 
@@ -465,7 +493,15 @@ Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& na
   return apply_exif_orientation(img, orientation_of(meta));
 }
 
-Image decode_image(const std::string& path) {
+std::vector<PngText> read_png_text(const uint8_t* data, size_t size, const std::string& name) {
+  if (sniff(data, size) != Format::Png) fail("{}: not a PNG file (its first bytes are no PNG signature)", name);
+  OrientationSources meta;
+  decode_png(data, size, name, &meta);  // text after IDAT is only seen once the pixels are read
+  return meta.text;
+}
+
+namespace {
+std::vector<uint8_t> read_image_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, not an image file", path);
   std::ifstream f(path, std::ios::binary | std::ios::ate);
@@ -475,6 +511,17 @@ Image decode_image(const std::string& path) {
   std::vector<uint8_t> bytes(static_cast<size_t>(size));
   f.seekg(0);
   if (!f.read(reinterpret_cast<char*>(bytes.data()), size)) fail("{}: read error", path);
+  return bytes;
+}
+}  // namespace
+
+std::vector<PngText> read_png_text_file(const std::string& path) {
+  auto bytes = read_image_file(path);
+  return read_png_text(bytes.data(), bytes.size(), path);
+}
+
+Image decode_image(const std::string& path) {
+  auto bytes = read_image_file(path);
   return decode_image_bytes(bytes.data(), bytes.size(), path);
 }
 

@@ -37,9 +37,21 @@ Image decode_image(const std::string& path);
 Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& name_for_errors);
 
 // ---- encoding ----
-std::vector<uint8_t> encode_png(const Image& img);
+// A PNG text chunk. Written as iTXt (UTF-8, uncompressed) so prompts in any script survive; read back from tEXt,
+// zTXt and iTXt alike. key: 1..79 printable Latin-1 characters, no leading/trailing/double spaces (PNG spec).
+struct PngText {
+  std::string key;
+  std::string text;
+};
+bool operator==(const PngText& a, const PngText& b);
+
+std::vector<uint8_t> encode_png(const Image& img, const std::vector<PngText>& text = {});
 // Atomic (core/fs.h write_file_atomic): a crash never leaves a half-written PNG at `path`.
-void write_png(const Image& img, const std::string& path);
+void write_png(const Image& img, const std::string& path, const std::vector<PngText>& text = {});
+
+// The text chunks of a PNG in file order (fails naming the file when it is not a valid PNG).
+std::vector<PngText> read_png_text(const uint8_t* data, size_t size, const std::string& name_for_errors);
+std::vector<PngText> read_png_text_file(const std::string& path);
 
 // ---- colour conversions (Pillow's Image.convert) ----
 Image to_rgb(const Image& img);   // gray replicated; alpha dropped, not composited

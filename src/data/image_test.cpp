@@ -313,3 +313,43 @@ TEST(ImageTensor, BatchHelpers) {
     EXPECT_NE(std::string(e.what()).find("image 2"), std::string::npos) << e.what();
   }
 }
+
+TEST(PngText, ChunksRoundTripAndPixelsAreUntouched) {
+  Image img = random_image(5, 4, 3, 7);
+  std::vector<PngText> text = {{"iomm-parameters", R"({"prompt":"un cercle rouge \u00e9"})"},
+                               {"Comment", "caf\xc3\xa9 \xe2\x9c\x93 multi\nline"}};
+  auto png = encode_png(img, text);
+  EXPECT_EQ(read_png_text(png.data(), png.size(), "mem.png"), text);
+  EXPECT_EQ(decode_image_bytes(png.data(), png.size(), "mem.png"), img);
+  // Without text the bytes are what they always were; with it they differ only by the chunk.
+  auto plain = encode_png(img);
+  EXPECT_TRUE(read_png_text(plain.data(), plain.size(), "plain.png").empty());
+  EXPECT_GT(png.size(), plain.size() + text[0].text.size());
+  std::string path = temp_path("text.png");
+  write_png(img, path, text);
+  EXPECT_EQ(read_png_text_file(path), text);
+  std::filesystem::remove(path);
+}
+
+TEST(PngText, TheChunkIsAnITXtBeforeTheImageData) {
+  auto png = encode_png(random_image(2, 2, 1, 1), {{"k", "v"}});
+  std::string bytes(png.begin(), png.end());
+  auto itxt = bytes.find("iTXt");
+  ASSERT_NE(itxt, std::string::npos);
+  EXPECT_LT(itxt, bytes.find("IDAT"));  // readers that stop at the pixels still see it
+}
+
+TEST(PngText, BadKeywordsAndNonPngsAreRefused) {
+  Image img = random_image(2, 2, 3, 1);
+  EXPECT_THROW(encode_png(img, {{"", "x"}}), Error);
+  EXPECT_THROW(encode_png(img, {{" lead", "x"}}), Error);
+  EXPECT_THROW(encode_png(img, {{std::string(80, 'k'), "x"}}), Error);
+  EXPECT_THROW(encode_png(img, {{"tab\tkey", "x"}}), Error);
+  std::vector<uint8_t> jpeg = {0xFF, 0xD8, 0xFF, 0xE0};
+  try {
+    read_png_text(jpeg.data(), jpeg.size(), "x.jpg");
+    FAIL() << "no error for a JPEG";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a PNG"), std::string::npos) << e.what();
+  }
+}

@@ -25,6 +25,10 @@ std::string toml_string(const std::string& value) { return nlohmann::json(value)
 
 }  // namespace
 
+std::string resolve_model_dir(const std::string& path) {
+  return fs::exists(path + "/iomm.toml") ? path : path + "/model";
+}
+
 Config load_model_toml(const std::string& dir) {
   auto path = dir + "/iomm.toml";
   if (!fs::exists(path))

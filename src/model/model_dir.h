@@ -8,6 +8,9 @@ namespace iomm {
 
 class Config;
 
+// A model directory given either as itself or as the training run that holds it (RUN -> RUN/model).
+std::string resolve_model_dir(const std::string& path);
+
 // Reads DIR/iomm.toml with model.mllm and model.autoencoder resolved against DIR (fails, naming the fix, when DIR
 // is not a model directory).
 Config load_model_toml(const std::string& dir);

@@ -27,3 +27,15 @@ def run_iomm(*args, check=True, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture
 def iomm():
     return run_iomm
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A loadable IOMM model directory, small enough to generate in milliseconds: the golden fixture's random tiny
+    model (16 px, pixel space) and its MLLM, copied so tests may write beside it. Returns the model directory."""
+    import shutil
+    src = ROOT / "tests" / "fixtures" / "iomm_step"
+    d = tmp_path_factory.mktemp("tiny_model")
+    shutil.copytree(src / "model", d / "model")  # iomm.toml: mllm = "../mllm"
+    shutil.copytree(src / "mllm", d / "mllm")
+    return d / "model"
