@@ -133,10 +133,12 @@ SubmitResult JobQueue::submit(const std::shared_ptr<Job>& job) {
     std::lock_guard lock(mu_);
     if (closed_) return SubmitResult::closed;
     if (waiting_.size() >= capacity_) return SubmitResult::full;
+    // Before the worker can see the job: emitted after, "queued" could follow "started" (seen under load).
+    // Queue lock, then job lock: the same order as cancel().
+    job->emit("queued", nlohmann::json{{"id", job->id()}}.dump());
     waiting_.push_back(job);
     jobs_[job->id()] = job;
   }
-  job->emit("queued", nlohmann::json{{"id", job->id()}}.dump());
   cv_.notify_all();
   return SubmitResult::accepted;
 }
