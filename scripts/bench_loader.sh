@@ -44,7 +44,9 @@ for round in $(seq 1 "$ROUNDS"); do
       echo "{\"impl\": \"iomm\", \"format\": \"$fmt\", \"workers\": $w, \"round\": $round, \"result\": $r}" >> "$RESULTS"
       r=$($PY bench/loader/loader_peer.py --data "$WORK/$fmt" --resolution "$RES" --workers "$w")
       echo "{\"impl\": \"peer\", \"format\": \"$fmt\", \"workers\": $w, \"round\": $round, \"result\": $r}" >> "$RESULTS"
-      echo "round $round $fmt workers=$w: $(tail -n 2 "$RESULTS" | $PY -c 'import sys,json; print(" vs ".join(f"{json.loads(l)["impl"]} {json.loads(l)["result"]["images_per_s"]:.0f} img/s" for l in sys.stdin))')"
+      echo "round $round $fmt workers=$w: $(tail -n 2 "$RESULTS" | $PY -c 'import sys, json
+rows = [json.loads(l) for l in sys.stdin]
+print(" vs ".join("%s %.0f img/s" % (r["impl"], r["result"]["images_per_s"]) for r in rows))')"
     done
   done
 done
