@@ -210,10 +210,10 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   auto mc = IommModelConfig::from_config(cfg);
   auto s = read_settings(cfg, mc.dtype);
   auto loop = LoopConfig::from_config(cfg, LoopConfig{});
-  budget_threads(loop, s.data_settings);
   cfg.check_unused();
   auto run = RunDir::open(run_path, resume);
   run.attach_log();
+  budget_threads(loop, s.data_settings);  // after attach_log: its line belongs in the run's log.txt
   run.write_config(cfg);
   apply_process_settings(loop);
 
