@@ -166,7 +166,7 @@ ImageRequest parse_generation_request(const std::string& body, const ServeLimits
   json o;
   try {
     o = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large for a double
     throw RequestError(400, fmt::format("the body is not valid JSON ({}); send a JSON object such as "
                                         "{{\"prompt\": \"a red circle\"}}", e.what()));
   }
@@ -188,7 +188,9 @@ ImageRequest parse_edit_fields(const std::map<std::string, std::string>& fields,
 std::string error_body(const std::string& message, const std::string& type, const std::string& param) {
   json e = {{"message", message}, {"type", type}};
   e["param"] = param.empty() ? json(nullptr) : json(param);
-  return json{{"error", e}}.dump();
+  // Messages quote what the client sent (nlohmann's parse errors quote the bytes read), which may be invalid UTF-8:
+  // replaced by U+FFFD here, where a strict dump() would throw and turn the 400 into a 500.
+  return json{{"error", e}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string base64_encode(const uint8_t* data, size_t size) {

@@ -126,6 +126,35 @@ TEST(ServeRequest, MultipartFieldsAreTypedLikeJson) {
   refuse({{"prompt", "\xff\xfe"}}, "UTF-8");
 }
 
+// Found by fuzz/serve_request (corpus: crash-invalid-utf8-in-parse-error): nlohmann's parse error quotes the bytes
+// it read, and a body with an invalid UTF-8 byte made error_body() throw instead of answering 400.
+TEST(ServeRequest, ErrorBodyOfABodyWithInvalidUtf8IsValidJson) {
+  try {
+    parse_generation_request("{\"prompt\": \"a red circle\xfc\"}", ServeLimits{}, ServedModel{"m", 32});
+    FAIL() << "an invalid UTF-8 body was accepted";
+  } catch (const RequestError& e) {
+    EXPECT_EQ(e.status, 400);
+    std::string body;
+    ASSERT_NO_THROW(body = error_body(e.what(), "invalid_request_error", e.param));
+    const auto j = nlohmann::json::parse(body);
+    const std::string message = j["error"]["message"];
+    EXPECT_NE(message.find("not valid JSON"), std::string::npos) << message;
+    EXPECT_NE(message.find("\xef\xbf\xbd"), std::string::npos) << message;  // the bad byte became U+FFFD
+  }
+}
+
+// Found by fuzz/serve_request (corpus: crash-number-overflow): a number too large for a double is nlohmann's
+// out_of_range, not a parse_error, and escaped the handler instead of being answered 400.
+TEST(ServeRequest, ANumberTooLargeForADoubleIsABadRequest) {
+  try {
+    parse_generation_request("{\"prompt\": \"x\", \"cfg_scale\": 2e2211}", ServeLimits{}, ServedModel{"m", 32});
+    FAIL() << "an overflowing number was accepted";
+  } catch (const RequestError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ServeRequest, ErrorBodyAndBase64) {
   auto e = nlohmann::json::parse(error_body("steps: too many", "invalid_request_error", "steps"));
   EXPECT_EQ(e["error"]["message"], "steps: too many");

@@ -36,6 +36,8 @@ namespace {
 constexpr uint64_t kMaxPixels = 2ull * (1024ull * 1024 * 1024 / 4 / 3);
 
 bool too_many_pixels(uint64_t w, uint64_t h) { return w * h > kMaxPixels; }
+// Text, EXIF and ICC chunks of honest files are kilobytes; libpng's own default (when built with one) is 8 MB.
+constexpr png_alloc_size_t kMaxPngChunkBytes = 8'000'000;
 
 [[noreturn]] void fail_too_large(const std::string& name, uint64_t w, uint64_t h) {
   fail("{}: {}x{} is {} pixels, over the limit of {} (Pillow's decompression-bomb limit); downscale the file "
@@ -88,6 +90,10 @@ bool png_decode(PngReader* r) {
   png_set_read_fn(r->png, r, png_read_fn);
   // Files in the wild often carry a bad sRGB/iCCP profile; Pillow ignores them, so does this.
   png_set_benign_errors(r->png, 1);
+  // Debian's libpng sets no bound on ancillary chunks: a header claiming a 2 GB text chunk was allocated before the
+  // read found the file 148 bytes long, and a small zTXt inflated without limit. Over the bound, the chunk is
+  // skipped with a libpng warning (Pillow refuses text over 1 MB the same way); the pixels are not affected.
+  png_set_chunk_malloc_max(r->png, kMaxPngChunkBytes);
   png_read_info(r->png, r->info);
   int depth = 0, color = 0;
   png_get_IHDR(r->png, r->info, &r->w, &r->h, &depth, &color, nullptr, nullptr, nullptr);
@@ -134,10 +140,23 @@ struct OrientationSources {
   std::vector<PngText> text;  // every PNG text chunk (read_png_text)
 };
 
+// The bytes up to the first chunk whose length field reaches past the end of the file. libpng allocates a chunk's
+// claimed length before reading it (a 148-byte file asked for 1.8 GB); cut there, the read stops at that chunk with
+// "file is truncated" exactly as it did after the allocation.
+size_t png_intact_prefix(const uint8_t* data, size_t size) {
+  size_t pos = 8;  // the signature
+  while (pos + 12 <= size) {
+    const uint64_t len = uint64_t(data[pos]) << 24 | uint64_t(data[pos + 1]) << 16 | data[pos + 2] << 8 | data[pos + 3];
+    if (len > size - pos - 12) return pos;
+    pos += 12 + len;
+  }
+  return size;
+}
+
 Image decode_png(const uint8_t* data, size_t size, const std::string& name, OrientationSources* meta) {
   PngReader r;
   r.data = data;
-  r.size = size;
+  r.size = png_intact_prefix(data, size);
   r.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &r, png_error_fn, png_warning_fn);
   if (!r.png) fail("{}: cannot allocate a PNG decoder (out of memory?)", name);
   r.info = png_create_info_struct(r.png);

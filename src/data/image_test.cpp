@@ -339,6 +339,38 @@ TEST(PngText, TheChunkIsAnITXtBeforeTheImageData) {
   EXPECT_LT(itxt, bytes.find("IDAT"));  // readers that stop at the pixels still see it
 }
 
+// A chunk inserted before IEND (length, type, data, CRC over type + data).
+std::vector<uint8_t> with_chunk(std::vector<uint8_t> png, const std::string& type, const std::string& data) {
+  std::string chunk(4, '\0');
+  const uint32_t n = static_cast<uint32_t>(data.size());
+  for (int i = 0; i < 4; ++i) chunk[i] = static_cast<char>(n >> (24 - 8 * i));
+  chunk += type + data;
+  const uint32_t crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(chunk.data() + 4), 4 + n));
+  for (int i = 0; i < 4; ++i) chunk += static_cast<char>(crc >> (24 - 8 * i));
+  png.insert(png.end() - 12, chunk.begin(), chunk.end());
+  return png;
+}
+
+// Found by fuzz/image_decode: libpng allocated whatever a text chunk's length or its deflated content claimed.
+TEST(PngText, ACompressedTextBombIsSkippedNotInflated) {
+  const std::string big(20'000'000, 'a');  // deflates to ~20 KB, inflates over the 8 MB bound
+  std::vector<uint8_t> z(compressBound(big.size()));
+  uLongf zn = z.size();
+  ASSERT_EQ(compress2(z.data(), &zn, reinterpret_cast<const Bytef*>(big.data()), big.size(), 9), Z_OK);
+  const Image img = random_image(3, 2, 3, 5);
+  const auto png = with_chunk(encode_png(img, {{"small", "kept"}}), "zTXt",
+                              std::string("bomb\0\0", 6) + std::string(z.begin(), z.begin() + zn));
+  const auto text = read_png_text(png.data(), png.size(), "bomb.png");
+  ASSERT_EQ(text.size(), 1u);  // the bomb is dropped, the honest chunk stays
+  EXPECT_EQ(text[0].key, "small");
+  EXPECT_EQ(decode_image_bytes(png.data(), png.size(), "bomb.png"), img);
+  // A length field of 1.8 GB in a file of a few hundred bytes: refused as truncated, naming the file.
+  std::vector<uint8_t> liar = with_chunk(encode_png(img), "tEXt", "k\0v");
+  const size_t at = liar.size() - 12 - 15;  // the tEXt chunk's length field
+  for (int i = 0; i < 4; ++i) liar[at + i] = static_cast<uint8_t>(0x6C656E67u >> (24 - 8 * i));
+  EXPECT_THROW(decode_image_bytes(liar.data(), liar.size(), "liar.png"), Error);
+}
+
 TEST(PngText, BadKeywordsAndNonPngsAreRefused) {
   Image img = random_image(2, 2, 3, 1);
   EXPECT_THROW(encode_png(img, {{"", "x"}}), Error);

@@ -98,6 +98,17 @@ std::string ReadStats::summary() const {
   return s;
 }
 
+namespace {
+
+// libarchive leaves the message NULL for some failures (a GNU long-name entry that ends early); fmt throws on a
+// null char pointer, which turned a damaged shard into an error other than iomm::Error that no tolerant reader caught.
+const char* archive_message(::archive* a) {
+  const char* m = archive_error_string(a);
+  return m ? m : "libarchive gave no message (the tar headers are damaged)";
+}
+
+}  // namespace
+
 // ---- shard specs ----
 
 std::vector<std::string> expand_shards(const std::string& spec) {
@@ -149,7 +160,7 @@ bool WebDatasetReader::open_next_shard() {
   archive_read_support_format_gnutar(t->a);
   if (archive_read_open_filename(t->a, t->path.c_str(), 1 << 16) != ARCHIVE_OK)
     fail("cannot open shard '{}': {}; check the path and its permissions, or remove it from the shard list",
-         t->path, archive_error_string(t->a));
+         t->path, archive_message(t->a));
   std::error_code ec;
   t->file_size = la_int64_t(fs::file_size(t->path, ec));
   tar_ = std::move(t);
@@ -171,7 +182,7 @@ bool WebDatasetReader::read_member(std::string& name, std::vector<uint8_t>& byte
       return false;
     }
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
-      fail("shard '{}': corrupt tar after {} members: {}", tar_->path, stats_.members, archive_error_string(tar_->a));
+      fail("shard '{}': corrupt tar after {} members: {}", tar_->path, stats_.members, archive_message(tar_->a));
     name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
     if (archive_entry_filetype(e) != AE_IFREG) continue;
     ++stats_.members;
@@ -184,7 +195,7 @@ bool WebDatasetReader::read_member(std::string& name, std::vector<uint8_t>& byte
     size_t got = 0;
     while (got < bytes.size()) {
       const la_ssize_t n = archive_read_data(tar_->a, bytes.data() + got, bytes.size() - got);
-      if (n < 0) fail("shard '{}', member '{}': {}", tar_->path, name, archive_error_string(tar_->a));
+      if (n < 0) fail("shard '{}', member '{}': {}", tar_->path, name, archive_message(tar_->a));
       if (n == 0) fail("shard '{}', member '{}': truncated ({} of {} bytes)", tar_->path, name, got, bytes.size());
       got += size_t(n);
     }
@@ -259,7 +270,7 @@ TarWriter::TarWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".
   archive_write_set_format_ustar(a_);
   archive_write_set_bytes_in_last_block(a_, 1);  // no padding of the last block beyond the tar format's own
   if (archive_write_open_filename(a_, tmp_.c_str()) != ARCHIVE_OK)
-    fail("cannot create shard '{}': {}", tmp_, archive_error_string(a_));
+    fail("cannot create shard '{}': {}", tmp_, archive_message(a_));
 }
 
 TarWriter::~TarWriter() {
@@ -282,13 +293,13 @@ void TarWriter::add(const std::string& name, const void* data, size_t size) {
   const bool ok = archive_write_header(a_, e) == ARCHIVE_OK &&
                   archive_write_data(a_, data, size) == la_ssize_t(size);
   archive_entry_free(e);
-  if (!ok) fail("shard '{}': cannot write member '{}': {}", path_, name, archive_error_string(a_));
+  if (!ok) fail("shard '{}': cannot write member '{}': {}", path_, name, archive_message(a_));
 }
 
 void TarWriter::close() {
   if (!a_) return;
   const bool ok = archive_write_close(a_) == ARCHIVE_OK;
-  std::string err = ok ? "" : archive_error_string(a_);
+  std::string err = ok ? "" : archive_message(a_);
   archive_write_free(a_);
   a_ = nullptr;
   if (!ok) {

@@ -36,6 +36,31 @@ TEST(WebDataset, SplitKeyFollowsTheWebDatasetRule) {
   EXPECT_FALSE(split_key("__key__.txt", k, e));
 }
 
+// Found by fuzz/webdataset_tar (the input is kept in its corpus): a GNU long-name header cut short makes libarchive
+// fail without a message; formatting the NULL threw fmt::format_error, which even the tolerant reader let through.
+TEST(WebDataset, ADamagedHeaderWithoutALibarchiveMessageIsCountedOrNamed) {
+  std::ifstream in(std::string(IOMM_SOURCE_DIR) + "/fuzz/corpus/webdataset_tar/crash-null-archive-message",
+                   std::ios::binary);
+  ASSERT_TRUE(in);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto d = temp_dir("nullmsg");
+  const std::string shard = (d / "shard.tar").string();
+  std::ofstream(shard, std::ios::binary) << bytes.substr(1);  // the first byte is the fuzz target's mode
+  WebDatasetReader tolerant({shard}, "", true);
+  Sample s;
+  EXPECT_FALSE(tolerant.next(s));
+  EXPECT_EQ(tolerant.stats().damaged_shards, 1);
+  EXPECT_NE(tolerant.stats().first_damaged_shard.find(shard), std::string::npos) << tolerant.stats().first_damaged_shard;
+  WebDatasetReader strict({shard});
+  try {
+    strict.next(s);
+    FAIL() << "a damaged shard was read without an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("shard '" + shard + "'"), std::string::npos) << e.what();
+  }
+  fs::remove_all(d);
+}
+
 TEST(WebDataset, WriteReadRoundTripAcrossShards) {
   const auto d = temp_dir("rt");
   {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -225,8 +226,15 @@ nlohmann::ordered_json to_json(const PromptSpec& p) {
 }
 
 std::vector<std::pair<int, PromptSpec>> read_prompts_with_lines(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot open prompt file '{}': pass a GenEval-style metadata.jsonl (see `iomm world make`)", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_prompt_lines(text.str(), path);
+}
+
+std::vector<std::pair<int, PromptSpec>> parse_prompt_lines(const std::string& text, const std::string& path) {
+  std::istringstream in(text);
   std::vector<std::pair<int, PromptSpec>> out;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {

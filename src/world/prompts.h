@@ -44,6 +44,8 @@ nlohmann::ordered_json to_json(const PromptSpec& p);  // GenEval's key order: ta
 std::vector<PromptSpec> read_prompts(const std::string& path);
 // The same, with each prompt's 1-based line number (for messages naming FILE:LINE).
 std::vector<std::pair<int, PromptSpec>> read_prompts_with_lines(const std::string& path);
+// The same from the file's text (`path` names it in errors): the fuzz target's entry point.
+std::vector<std::pair<int, PromptSpec>> parse_prompt_lines(const std::string& text, const std::string& path);
 void write_prompts(const std::vector<PromptSpec>& prompts, const std::string& path);  // atomic
 
 // GenEval's prompt templates ("a photo of a red circle and a blue square", ...).

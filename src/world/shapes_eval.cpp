@@ -145,6 +145,8 @@ std::string names_of(const std::array<T, N>& xs) {
   return out;
 }
 
+}  // namespace
+
 // GenEval's own metadata can ask for any COCO class; ShapesEval refuses what its detector cannot see instead of
 // counting it as a failed image, and a tag outside its six categories instead of adding one to the overall mean.
 void check_judgeable(const PromptSpec& p, const std::string& where) {
@@ -171,6 +173,8 @@ void check_judgeable(const PromptSpec& p, const std::string& where) {
   check(p.include, "include");
   check(p.exclude, "exclude");
 }
+
+namespace {
 
 // The numbered prompt folders by index. Two names for one index (00003 and 000003) would score prompt 3 twice.
 std::map<int, fs::path> prompt_folders(const std::string& dir) {

@@ -50,6 +50,10 @@ struct EvalResult {
   nlohmann::ordered_json to_json() const;
 };
 
+// Fails naming `where` and the field when a prompt asks for what ShapesEval cannot judge: a tag outside its six
+// categories, an empty include, a class or colour its detector does not know.
+void check_judgeable(const PromptSpec& p, const std::string& where);
+
 // Scores records (fills categories, overall, correct_prompts).
 void summarize(EvalResult& r);
 EvalResult evaluate_folder(const std::string& dir, const DetectorParams& params = {});
