@@ -39,7 +39,7 @@ start=$(date +%s)
 if [[ ! -f $BUILD/build.ninja ]]; then
   cmake -S . -B "$BUILD" -G Ninja -DIOMM_FUZZ=ON -DCMAKE_CXX_COMPILER="$CXX" > /dev/null
 fi
-cmake --build "$BUILD" -j "$(nproc)" > "$BUILD.log" 2>&1 || { tail -30 "$BUILD.log"; exit 1; }
+cmake --build "$BUILD" -j "$(nproc)" > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; exit 1; }
 build_s=$(( $(date +%s) - start ))
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || mapfile -t targets < "$BUILD/fuzz_targets.txt"

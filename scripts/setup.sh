@@ -31,6 +31,7 @@ APT_PACKAGES=(
   libssl-dev                                               # SHA-256 (model fingerprint)
   chromium chromium-driver                                 # the browser test of `iomm serve` (selenium)
   libgtest-dev libgmock-dev libbenchmark-dev               # tests and benchmarks
+  clang-14 libclang-rt-14-dev                              # the fuzz targets (libFuzzer, ASan, UBSan: fuzz/)
   python3-venv                                             # the set-up test makes a fresh virtual environment
 )
 PY=${PYTHON:-python3}

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "core/progress.h"
 
@@ -27,7 +28,8 @@ nlohmann::json DataScanReport::to_json() const {
           {"seconds", seconds},
           {"images_per_s", images_per_s},
           {"peak_rss_mib", peak_rss_mib},
-          {"key_checksum", key_checksum}};
+          {"key_checksum", key_checksum},
+          {"index_mismatch", index_mismatch.empty() ? nlohmann::json(nullptr) : nlohmann::json(index_mismatch)}};
 }
 
 DataScanReport scan_data(const DataScanOptions& o) {
@@ -48,6 +50,11 @@ DataScanReport scan_data(const DataScanOptions& o) {
   }
   if (bar) bar->finish();
   r.skips = stream.skips();
+  const bool whole = o.limit == 0 || r.samples < o.limit;
+  if (whole && o.stream.world_size == 1) {
+    r.index_mismatch = data::check_against_index(stream.source(), r.samples, r.skips);
+    if (!r.index_mismatch.empty()) spdlog::warn("{}", r.index_mismatch);
+  }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.images_per_s = double(r.samples) / std::max(r.seconds, 1e-9);
   r.peak_rss_mib = peak_rss_mib();

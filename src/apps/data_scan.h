@@ -23,6 +23,8 @@ struct DataScanReport {
   data::SkipCounts skips;
   double seconds = 0, images_per_s = 0;
   double peak_rss_mib = 0;
+  // A whole epoch on one rank compared with the data's index.jsonl (data/data_source.h): "" when they agree.
+  std::string index_mismatch;
   uint64_t key_checksum = 0;  // order-independent hash of the delivered keys (rank splits add up to the whole)
   nlohmann::json to_json() const;
 };

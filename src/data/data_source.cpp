@@ -190,4 +190,65 @@ void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void
   skips.add("damaged_shard", st.first_damaged_shard, st.damaged_shards);
 }
 
+namespace {
+
+std::string index_path_of(const DataSource& src) {
+  if (ext_of(src.spec) == ".jsonl") return src.spec;
+  if (fs::is_directory(src.spec)) return (fs::path(src.spec) / "index.jsonl").string();
+  if (!src.units.empty() && !src.units[0].shard.empty())
+    return (fs::path(src.units[0].shard).parent_path() / "index.jsonl").string();
+  return "";
+}
+
+std::string normal(const fs::path& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(p, ec);
+  return (ec ? p.lexically_normal() : c).string();
+}
+
+}  // namespace
+
+std::optional<IndexedCount> indexed_samples(const DataSource& src) {
+  const std::string path = index_path_of(src);
+  std::ifstream in(path);
+  if (path.empty() || !in) return std::nullopt;
+  std::map<std::string, bool> read;  // shard as written in the index -> is it one of the units
+  for (const auto& u : src.units)
+    if (!u.shard.empty()) read[normal(u.shard)] = true;
+  const fs::path dir = fs::path(path).parent_path();
+  IndexedCount out{path, 0};
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > 1'000'000) continue;  // not an index line; the check is advisory, it never fails the run
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) continue;
+    if (j.contains("shard") && j["shard"].is_string()) {
+      const std::string name = j["shard"].get<std::string>();
+      if (read.count(normal(dir / name))) ++out.samples;
+    } else if (j.contains("image")) {
+      ++out.samples;
+    }
+  }
+  return out;
+}
+
+std::string check_against_index(const DataSource& src, int64_t loaded, const SkipCounts& skips) {
+  const auto indexed = indexed_samples(src);
+  if (!indexed) return "";
+  int64_t skipped = 0;  // the per-sample causes; bad_member and damaged_shard count members and shards
+  for (const char* cause : {"no_image", "missing_file", "undecodable", "no_caption", "bad_caption"})
+    skipped += skips.count.count(cause) ? skips.count.at(cause) : 0;
+  const int64_t seen = loaded + skipped;
+  if (seen == indexed->samples) return "";
+  return fmt::format(
+      "{}: the index lists {} samples in these shards, but {} were loaded and {} skipped with a cause: {} {} ({}). "
+      "{}; check the shards with `iomm data scan --data {}`",
+      src.spec, indexed->samples, loaded, skipped, std::abs(indexed->samples - seen),
+      seen < indexed->samples ? "missing" : "more than indexed", indexed->index,
+      seen < indexed->samples ? "Lost without a cause of their own: a tar cut at a member boundary, members "
+                                "swallowed by a damaged size field, or a shard replaced by a shorter copy"
+                              : "The index is older than the shards, or lists other shards",
+      src.spec);
+}
+
 }  // namespace iomm::data

@@ -64,6 +64,19 @@ struct DataSource {
   static DataSource open(const std::string& spec, int64_t files_per_unit = 1000);
 };
 
+// The samples an index lists for the units of `src`: the spec itself when it is a .jsonl, else the index.jsonl
+// beside the shards (iomm world writes one line {"shard", "key"} per sample). nullopt when there is none.
+struct IndexedCount {
+  std::string index;
+  int64_t samples = 0;
+};
+std::optional<IndexedCount> indexed_samples(const DataSource& src);
+// Compares a whole read of `src` (`loaded` usable samples, `skips` by cause) with its index: "" when every sample
+// the index lists was loaded or skipped with a cause, else a warning with the index, both counts and the difference
+// (samples lost without a cause of their own: a tar cut at a member boundary, members swallowed by a damaged size
+// field, a shard replaced by a shorter copy). Not fatal: damage is counted, this makes sure it is noticed.
+std::string check_against_index(const DataSource& src, int64_t loaded, const SkipCounts& skips);
+
 // Reads one unit in order, calling `emit` for every sample with an image member; skips are added to `skips`.
 // A shard that cannot be opened fails (naming it); damage inside one is counted and ends that shard.
 void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void(Sample&&)>& emit);

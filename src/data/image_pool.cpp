@@ -74,6 +74,9 @@ ImagePool load_image_pool(const std::string& spec, int resolution, bool require_
          pool.stats.summary());
   pool.images = torch::stack(images);
   if (pool.stats.skipped.total()) spdlog::warn("{}: {}", spec, pool.stats.summary());
+  if (limit <= 0)
+    if (auto mismatch = check_against_index(source, pool.stats.loaded, pool.stats.skipped); !mismatch.empty())
+      spdlog::warn("{}", mismatch);
   return pool;
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "model/mllm_identity.h"
 #include "model/model_dir.h"
 
 namespace iomm {
@@ -42,6 +43,9 @@ struct Sha256 {
 bool is_weight_or_config(const fs::path& p) {
   auto ext = p.extension().string();
   auto name = p.filename().string();
+  // mllm.json (model/mllm_identity.h) names the MLLM's absolute path; its files are counted below instead, so
+  // that a moved run keeps its fingerprint.
+  if (name == kMllmRecord) return false;
   return ext == ".safetensors" || ext == ".json" || name == "iomm.toml" || name == "merges.txt";
 }
 

@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include <sys/statvfs.h>
+
 #include <fcntl.h>
 #include <stdio.h>
 
@@ -140,23 +142,26 @@ void remove_leftovers(const fs::path& dir) {
     }
 }
 
-void prune(const fs::path& dir, int64_t new_step, int keep_last) {
-  auto all = complete_checkpoints(dir, /*warn=*/false);
-  std::vector<Found> older;
-  for (const auto& c : all) {
-    if (c.step < new_step) {
-      older.push_back(c);
-    } else if (c.step > new_step) {
-      auto stamp = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch()).count();
-      fs::path aside(fmt::format("{}.superseded-{}", c.path.string(), stamp));
-      rename_or_fail(c.path, aside);
-      spdlog::warn("checkpoint '{}' is newer than the step just saved ({}), so this run continued from an earlier "
-                   "checkpoint; it was moved to '{}' (delete it when it is no longer needed)",
-                   c.path.string(), new_step, aside.string());
-    }
+// Complete checkpoints above `new_step` mean the run was resumed from an earlier one: set aside, never deleted.
+void set_aside_newer(const fs::path& dir, int64_t new_step) {
+  for (const auto& c : complete_checkpoints(dir, /*warn=*/false)) {
+    if (c.step <= new_step) continue;
+    auto stamp = std::chrono::duration_cast<std::chrono::seconds>(
+                     std::chrono::system_clock::now().time_since_epoch()).count();
+    fs::path aside(fmt::format("{}.superseded-{}", c.path.string(), stamp));
+    rename_or_fail(c.path, aside);
+    spdlog::warn("checkpoint '{}' is newer than the step just saved ({}), so this run continued from an earlier "
+                 "checkpoint; it was moved to '{}' (delete it when it is no longer needed)",
+                 c.path.string(), new_step, aside.string());
   }
+}
+
+// Deletes the checkpoints below `new_step` that keep_last does not keep beside the new one.
+void delete_older(const fs::path& dir, int64_t new_step, int keep_last) {
   if (keep_last <= 0) return;
+  std::vector<Found> older;
+  for (const auto& c : complete_checkpoints(dir, /*warn=*/false))
+    if (c.step < new_step) older.push_back(c);
   size_t keep_older = static_cast<size_t>(keep_last - 1);
   for (size_t i = 0; i + keep_older < older.size(); ++i) delete_checkpoint(older[i].path);
 }
@@ -195,6 +200,10 @@ std::string save_checkpoint(const std::string& run_dir, const TrainCheckpoint& c
   if (ec) fail("cannot create checkpoint directory '{}': {}", dir.string(), ec.message());
   remove_leftovers(dir);
 
+  // With keep_last >= 2 the checkpoints this save replaces go first, so a save needs room for keep_last checkpoints,
+  // not keep_last + 1. The newest complete one is never among them: a save that fails still leaves it. With
+  // keep_last = 1 the old one stays until the new one is complete (room for two).
+  if (keep_last >= 2) delete_older(dir, ck.step, keep_last);
   std::string name = checkpoint_dir_name(ck.step);
   fs::path final = dir / name, tmp = dir / (name + ".tmp");
   fs::create_directory(tmp, ec);
@@ -209,7 +218,8 @@ std::string save_checkpoint(const std::string& run_dir, const TrainCheckpoint& c
   move_into_place(tmp, final);
   fsync_dir(dir.string());
   write_file_atomic((dir / "latest").string(), name + "\n");
-  prune(dir, ck.step, keep_last);
+  set_aside_newer(dir, ck.step);
+  delete_older(dir, ck.step, keep_last);
   spdlog::info("saved checkpoint {}", final.string());
   return final.string();
 }
@@ -303,6 +313,52 @@ void set_generator_state(at::Generator& g, const at::Tensor& state, const std::s
          source, c10::DeviceTypeName(g.device().type()), c10::toString(state.scalar_type()), state.nbytes(),
          e.what_without_backtrace());
   }
+}
+
+namespace {
+
+std::string mib(uint64_t bytes) { return fmt::format("{:.1f} MiB", double(bytes) / (1 << 20)); }
+
+uint64_t bytes_under(const fs::path& dir) {
+  uint64_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); ++it)
+    if (it->is_regular_file(ec)) n += it->file_size(ec);
+  return n;
+}
+
+}  // namespace
+
+uint64_t check_checkpoint_space(const std::string& run_dir, uint64_t checkpoint_bytes, int keep_last,
+                                int64_t saves_left) {
+  const fs::path dir = checkpoints_dir(run_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  struct statvfs fsinfo {};
+  if (statvfs(dir.c_str(), &fsinfo) != 0) {
+    spdlog::warn("cannot read the free space of '{}' ({}); checkpoint space is not checked", dir.string(),
+                 std::strerror(errno));
+    return 0;
+  }
+  const uint64_t free_bytes = uint64_t(fsinfo.f_bavail) * fsinfo.f_frsize;
+  const auto existing = complete_checkpoints(dir, /*warn=*/false);
+  const int64_t copies_possible = int64_t(existing.size()) + std::max<int64_t>(1, saves_left);
+  const int64_t peak = keep_last <= 0 ? copies_possible : std::min<int64_t>(keep_last >= 2 ? keep_last : 2, copies_possible);
+  const uint64_t on_disk = bytes_under(dir);
+  const uint64_t need = uint64_t(peak) * checkpoint_bytes;
+  const uint64_t need_more = need > on_disk ? need - on_disk : 0;
+  spdlog::info("checkpoints: about {} each; keep_last = {} keeps up to {} on disk at a save ({}; {} of it new), "
+               "{} free on the filesystem of {}",
+               mib(checkpoint_bytes), keep_last, peak, mib(need), mib(need_more), mib(free_bytes), dir.string());
+  if (free_bytes < checkpoint_bytes)
+    fail("{}: {} free, but one checkpoint needs about {}; free disk space, or write the run (--out) to a "
+         "filesystem with room",
+         dir.string(), mib(free_bytes), mib(checkpoint_bytes));
+  if (free_bytes < need_more)
+    spdlog::warn("{}: {} free, but keep_last = {} needs about {} more for checkpoints: a later save will fail; free "
+                 "disk space or lower train.keep_last (2 keeps a fallback; 1 needs room for two at a save)",
+                 dir.string(), mib(free_bytes), keep_last, mib(need_more));
+  return need;
 }
 
 }  // namespace iomm

@@ -28,11 +28,19 @@ struct TrainCheckpoint {
 // "step-00000123"
 std::string checkpoint_dir_name(int64_t step);
 
-// Saves `ck` as RUN/checkpoints/step-N (see above), updates RUN/checkpoints/latest, then deletes older complete
-// checkpoints so that `keep_last` remain (the new one always stays; keep_last <= 0 keeps all). Complete checkpoints
+// Saves `ck` as RUN/checkpoints/step-N (see above), updates RUN/checkpoints/latest, and deletes older complete
+// checkpoints so that `keep_last` remain (the new one always stays; keep_last <= 0 keeps all). With keep_last >= 2
+// the ones to delete go before the new one is written (peak disk: keep_last checkpoints, and the newest complete one
+// is never touched); with keep_last = 1 after it (peak: two). Complete checkpoints
 // with a step above ck.step (a run resumed from an earlier checkpoint) are renamed `step-N.superseded`, never
 // deleted, so the next resume cannot jump back into the abandoned continuation. Returns the new checkpoint's path.
 std::string save_checkpoint(const std::string& run_dir, const TrainCheckpoint& ck, int keep_last = 2);
+
+// Logs, before the first save, what checkpoints of about `checkpoint_bytes` need on disk with `keep_last` and
+// `saves_left` saves to come, and what is free (statvfs of RUN/checkpoints); warns when a later save cannot fit and
+// fails (naming the directory, both sizes and the fix) when not even one fits. Returns the bytes needed at the peak.
+uint64_t check_checkpoint_space(const std::string& run_dir, uint64_t checkpoint_bytes, int keep_last,
+                                int64_t saves_left);
 
 // The complete checkpoint with the highest step in RUN/checkpoints, or nullopt when there is none. Leftover temp
 // dirs (a save that was killed) and dirs without COMPLETE (e.g. a partial copy) are skipped with a warning.

@@ -209,6 +209,41 @@ TEST(Checkpoint, PruneKeepsExactlyKeepLastAndLatestIsNewest) {
   EXPECT_EQ(dir_names(all / "checkpoints").size(), 3u);
 }
 
+// Issue 17: keep_last = 2 needed room for three checkpoints at a save (the oldest went only after the new one was
+// complete). Now the one the save replaces goes first; the newest complete one stays even when the save fails.
+TEST(Checkpoint, KeepLastTwoNeverHoldsThreeAndAFailedSaveKeepsTheNewest) {
+  auto run = fresh_run("peak");
+  save_checkpoint(run.string(), small_checkpoint(10), 2);
+  save_checkpoint(run.string(), small_checkpoint(20), 2);
+  auto bad = small_checkpoint(30);  // fails midway, after model.safetensors, while step 30 would be the third
+  bad.files["optimizer"]["undefined"] = at::Tensor();
+  EXPECT_THROW(save_checkpoint(run.string(), bad, 2), Error);
+  EXPECT_EQ(dir_names(run / "checkpoints"), std::vector<std::string>{"step-00000020"});
+  EXPECT_EQ(latest_checkpoint(run.string()), (run / "checkpoints" / "step-00000020").string());
+  EXPECT_NO_THROW(load_checkpoint((run / "checkpoints" / "step-00000020").string()));
+  // keep_last = 1 cannot delete first (it would delete the only checkpoint): the old one stays until the new one is
+  // complete.
+  auto one = fresh_run("peak1");
+  save_checkpoint(one.string(), small_checkpoint(1), 1);
+  auto bad1 = small_checkpoint(2);
+  bad1.files["optimizer"]["undefined"] = at::Tensor();
+  EXPECT_THROW(save_checkpoint(one.string(), bad1, 1), Error);
+  EXPECT_EQ(dir_names(one / "checkpoints"), std::vector<std::string>{"step-00000001"});
+}
+
+// The log line before the first save, and an early failure when not even one checkpoint fits.
+TEST(Checkpoint, SpaceCheckNamesWhatIsNeededAndFailsWhenOneCannotFit) {
+  auto run = fresh_run("space");
+  EXPECT_EQ(check_checkpoint_space(run.string(), 1000, 2, 10), 2000u);
+  EXPECT_EQ(check_checkpoint_space(run.string(), 1000, 1, 10), 2000u);
+  EXPECT_EQ(check_checkpoint_space(run.string(), 1000, 0, 10), 10000u);  // every save kept
+  EXPECT_EQ(check_checkpoint_space(run.string(), 1000, 5, 1), 1000u);     // one save left: one checkpoint
+  const std::string e = error_of([&] { check_checkpoint_space(run.string(), uint64_t(1) << 62, 2, 3); });
+  EXPECT_NE(e.find((run / "checkpoints").string()), std::string::npos) << e;
+  EXPECT_NE(e.find("free"), std::string::npos) << e;
+  EXPECT_NE(e.find("one checkpoint needs about"), std::string::npos) << e;
+}
+
 TEST(Checkpoint, LatestIgnoresTempAndIncompleteDirs) {
   auto run = fresh_run("ignore");
   EXPECT_FALSE(latest_checkpoint(run.string()).has_value());  // no checkpoints dir yet

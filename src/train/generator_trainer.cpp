@@ -8,9 +8,11 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/run_dir.h"
 #include "data/image.h"
 #include "model/iomm_model.h"
+#include "model/mllm_identity.h"
 #include "model/model_dir.h"
 #include "report/image_grid.h"  // iomm::report
 #include "train/mixed_precision.h"
@@ -135,8 +137,9 @@ std::string resolve_model_dir(const std::string& p) {
 // The generator stage: the IOMM objective on a batch drawn by the step's generator from the training data.
 class GeneratorStage : public TrainStage {
  public:
-  GeneratorStage(IommModel model, StageSettings s, std::unique_ptr<TrainingData> data, uint64_t seed)
-      : model_(std::move(model)), s_(std::move(s)), data_(std::move(data)), seed_(seed) {}
+  GeneratorStage(IommModel model, StageSettings s, std::unique_ptr<TrainingData> data, uint64_t seed,
+                 nlohmann::json mllm)
+      : model_(std::move(model)), s_(std::move(s)), data_(std::move(data)), seed_(seed), mllm_(std::move(mllm)) {}
 
   std::string name() const override { return s_.stage; }
   NamedTensors parameters() override { return model_.trainable(); }
@@ -166,7 +169,16 @@ class GeneratorStage : public TrainStage {
   void write_samples(const std::string& dir, int64_t step) override {
     iomm::write_samples(model_, s_, *data_, dir, step);
   }
-  void export_model(const std::string& dir) override { model_.save(dir); }
+  void export_model(const std::string& dir) override {
+    model_.save(dir);
+    write_file_atomic(dir + "/" + kMllmRecord, mllm_.dump(2) + "\n");  // checked when stage 2 starts from it
+  }
+  nlohmann::json frozen() const override { return {{"mllm", mllm_}}; }
+  void check_frozen(const nlohmann::json& recorded, const std::string& where) const override {
+    if (recorded.contains("mllm")) return check_same_mllm(recorded["mllm"], mllm_, "checkpoint " + where);
+    spdlog::warn("{} records no MLLM identity (an older iomm wrote it): model.mllm = '{}' is not checked", where,
+                 mllm_.value("path", ""));
+  }
   nlohmann::json data_state() const override { return data_->state(); }
   void restore_data_state(const nlohmann::json& st, const std::string& where) override { data_->restore(st, where); }
   nlohmann::json data_metrics() const override { return data_->metrics(); }
@@ -178,6 +190,7 @@ class GeneratorStage : public TrainStage {
   StageSettings s_;
   std::unique_ptr<TrainingData> data_;
   uint64_t seed_;
+  nlohmann::json mllm_;  // mllm_identity(model.mllm)
 };
 
 // Decode workers and torch's intra-op threads share the cores: with train.threads unset, the intra-op pool gets
@@ -191,15 +204,48 @@ void budget_threads(LoopConfig& loop, const TrainingDataSettings& d) {
                d.workers, cores);
 }
 
+// The generator's input width comes from stage 1 (its iomm.toml records generator.in_channels, which wins over
+// latent_channels: that key only sets in_channels' default). A different generator.latent_channels for stage 2 was
+// recorded in config.toml and ignored; refused instead.
+void check_latent_channels_kept(Config stage1, Config user_cfg, const std::string& dir) {
+  if (!user_cfg.has("generator.latent_channels")) return;
+  const int64_t want = user_cfg.get_int("generator.latent_channels", 0);
+  int64_t have = stage1.get_int("generator.latent_channels", want);
+  if (stage1.get_string("generator.arch", "mmdit") != "zimage" && stage1.has("generator.in_channels")) {
+    const int64_t patch = stage1.get_int("generator.patch_size", 2);
+    have = stage1.get_int("generator.in_channels", 0) / std::max<int64_t>(1, patch * patch);
+  }
+  if (want != have)
+    fail("generator.latent_channels = {} but the stage-1 model in train.init_from ('{}/iomm.toml') has {} latent "
+         "channels, and stage 2 continues its generator; remove generator.latent_channels from the stage-2 config "
+         "(or set it to {}), or train a new stage 1 with {}",
+         want, dir, have, have, want);
+}
+
 // Stage 2 starts from stage 1: that model's config is the base, the user's config goes on top.
 Config stage_config(Config& user_cfg, std::string& init_from) {
   init_from = user_cfg.has("train.init_from") ? user_cfg.get_string("train.init_from", "") : "";
   if (init_from.empty()) return user_cfg;
   init_from = resolve_model_dir(init_from);
   Config cfg = load_model_toml(init_from);
+  check_latent_channels_kept(cfg, user_cfg, init_from);
   cfg.merge(user_cfg);
   cfg.get_string("train.init_from", "");
   return cfg;
+}
+
+// Stage 2's MLLM must be the one stage 1's adapter learned (model/mllm_identity.h).
+void check_stage1_mllm(const std::string& init_from, const nlohmann::json& mllm) {
+  const std::string record = init_from + "/" + kMllmRecord;
+  if (!fs::exists(record)) {
+    spdlog::warn("{} is missing (a model exported by an older iomm): the frozen MLLM model.mllm = '{}' cannot be "
+                 "checked against the one stage 1 was trained with", record, mllm.value("path", ""));
+    return;
+  }
+  auto recorded = nlohmann::json::parse(read_file(record), nullptr, /*allow_exceptions=*/false);
+  if (!recorded.is_object())
+    fail("{}: not a JSON object; restore it from the stage-1 run (training writes it with the model)", record);
+  check_same_mllm(recorded, mllm, "the stage-1 model '" + init_from + "'");
 }
 
 }  // namespace
@@ -217,6 +263,8 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   run.write_config(cfg);
   apply_process_settings(loop);
 
+  auto mllm = mllm_identity(mc.mllm);
+  if (!init_from.empty()) check_stage1_mllm(init_from, mllm);
   auto model = IommModel::create(mc, loop.seed);
   if (!init_from.empty()) {
     model.load_weights_from(init_from);
@@ -231,7 +279,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
                s.batch_size * loop.grad_accum,
                double(model.generator_parameters() + model.adapter_parameters()) / 1e6,
                double(model.generator_parameters()) / 1e6, double(model.adapter_parameters()) / 1e6);
-  GeneratorStage stage(std::move(model), s, std::move(data), loop.seed);
+  GeneratorStage stage(std::move(model), s, std::move(data), loop.seed, std::move(mllm));
   auto lr = run_training(stage, loop, run, resume);
   spdlog::info("data at the end: {}", stage.data().summary());
   if (stage.model().truncated_captions())

@@ -143,6 +143,95 @@ TEST(GeneratorTrainer, FinetuneStartsFromTheStageOneModel) {
   for (auto& [name, t] : a) EXPECT_TRUE(torch::allclose(t, b.at(name))) << name;  // lr 0: unchanged
 }
 
+// Issue 17: stage 2 continues stage 1's generator, whose input width iomm.toml fixes; a generator.latent_channels
+// that disagrees was recorded in config.toml and ignored. Refused, naming both values and the fix.
+TEST(GeneratorTrainer, FinetuneRefusesLatentChannelsThatDisagreeWithStageOne) {
+  auto p = fixtures::temp_dir("stage1-latent");
+  auto cfg = trainer_config(1);
+  train_generator(cfg, p, false);
+  auto corpus = fixtures::tiny_corpus_dir();
+  auto finetune = [&](const std::string& extra) {
+    return Config::parse(fmt::format("[train]\nstage = \"finetune\"\nsteps = 1\nbatch_size = 4\ninit_from = \"{}\"\n"
+                                     "[data]\npairs = \"{}/captioned\"\n[generator]\n{}",
+                                     p, corpus, extra));
+  };
+  auto bad = finetune("latent_channels = 4\n");
+  try {
+    train_generator(bad, fixtures::temp_dir("stage2-latent4"), false);
+    FAIL() << "generator.latent_channels = 4 was accepted over stage 1's 3";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("generator.latent_channels = 4"), std::string::npos) << m;
+    EXPECT_NE(m.find("has 3 latent channels"), std::string::npos) << m;
+    EXPECT_NE(m.find(p + "/model/iomm.toml"), std::string::npos) << m;
+    EXPECT_NE(m.find("remove generator.latent_channels"), std::string::npos) << m;
+  }
+  auto same = finetune("latent_channels = 3\n");  // agreeing is fine
+  EXPECT_NO_THROW(train_generator(same, fixtures::temp_dir("stage2-latent3"), false));
+}
+
+// The model config of trainer_config() over a copy of the tiny MLLM, which the test may then change.
+std::string mllm_copy(const std::string& name) {
+  const std::string dir = fixtures::temp_dir(name);
+  std::filesystem::copy(fixtures::tiny_mllm_dir(), dir, std::filesystem::copy_options::recursive);
+  return dir;
+}
+std::string model_toml_with_mllm(const std::string& mllm) {
+  std::string t = fixtures::tiny_model_toml();
+  return t.replace(t.find(fixtures::tiny_mllm_dir()), fixtures::tiny_mllm_dir().size(), mllm);
+}
+// A different but loadable MLLM: the same weights with config.json re-indented.
+void change_mllm(const std::string& dir) {
+  const auto j = nlohmann::json::parse(read_file(dir + "/config.json"));
+  write_file_atomic(dir + "/config.json", j.dump(4));
+}
+
+// Issue 17: model.mllm is a path; the files behind it may be swapped. --resume refuses an MLLM that is not the one
+// the checkpoint was trained with, naming the path and the file that changed.
+TEST(GeneratorTrainer, ResumeRefusesASwappedMllm) {
+  const auto mllm = mllm_copy("mllm-resume");
+  const auto run = fixtures::temp_dir("mllm-resume-run");
+  auto first = trainer_config(4, "", model_toml_with_mllm(mllm));
+  first.set("train.stop_at=2");
+  train_generator(first, run, false);
+  const auto state = nlohmann::json::parse(read_file(run + "/checkpoints/step-00000002/state.json"))["state"];
+  ASSERT_TRUE(state.contains("frozen")) << state.dump();
+  EXPECT_EQ(state["frozen"]["mllm"]["path"], mllm);
+  change_mllm(mllm);
+  auto second = trainer_config(4, "", model_toml_with_mllm(mllm));
+  try {
+    train_generator(second, run, true);
+    FAIL() << "a swapped MLLM went unnoticed on --resume";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("step-00000002"), std::string::npos) << m;
+    EXPECT_NE(m.find("'" + mllm + "'"), std::string::npos) << m;
+    EXPECT_NE(m.find("config.json differs"), std::string::npos) << m;
+    EXPECT_NE(m.find("point model.mllm"), std::string::npos) << m;
+  }
+}
+
+// The same when stage 2 starts from a stage-1 model (RUN/model/mllm.json).
+TEST(GeneratorTrainer, FinetuneRefusesAnMllmOtherThanStageOnes) {
+  const auto mllm = mllm_copy("mllm-finetune");
+  const auto p = fixtures::temp_dir("mllm-stage1");
+  auto cfg = trainer_config(1, "", model_toml_with_mllm(mllm));
+  train_generator(cfg, p, false);
+  ASSERT_TRUE(std::filesystem::exists(p + "/model/mllm.json"));
+  change_mllm(mllm);
+  auto fc = Config::parse(fmt::format("[train]\nstage = \"finetune\"\nsteps = 1\nbatch_size = 4\ninit_from = \"{}\"\n"
+                                      "[data]\npairs = \"{}/captioned\"\n",
+                                      p, fixtures::tiny_corpus_dir()));
+  try {
+    train_generator(fc, fixtures::temp_dir("mllm-stage2"), false);
+    FAIL() << "stage 2 started with an MLLM other than stage 1's";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("the stage-1 model '" + p + "/model'"), std::string::npos) << m;
+    EXPECT_NE(m.find("config.json differs"), std::string::npos) << m;
+  }
+}
+
 // Every conditioner mode of the ablation trains: finite gradients, no skipped steps (the MetaQuery-style mode
 // once had a non-finite gradient on every step and learned nothing).
 TEST(GeneratorTrainer, EveryConditionerModeTrainsWithFiniteGradients) {

@@ -79,6 +79,7 @@ void save(const LoopState& st, const LoopConfig& c, const TrainStage& stage, con
   if (st.ema) ck.files["ema"] = st.ema->tensors();
   ck.state = {{"step", step}, {"stage", stage.name()}, {"seed", c.seed}, {"determinism", determinism_fingerprint()}};
   if (auto d = stage.data_state(); !d.is_null()) ck.state["data"] = d;
+  if (auto f = stage.frozen(); !f.is_null()) ck.state["frozen"] = f;
   save_checkpoint(run.path, ck, int(c.keep_last));
 }
 
@@ -90,6 +91,7 @@ int64_t restore(LoopState& st, TrainStage& stage, const LoopConfig& c, const Run
     return 0;
   }
   auto ck = load_checkpoint(*dir);
+  stage.check_frozen(ck.state.value("frozen", nlohmann::json()), *dir);
   torch::NoGradGuard ng;
   const auto& w = ck.files.at("model");
   for (auto& [name, p] : st.params) {
@@ -148,6 +150,17 @@ std::pair<double, double> optimizer_step(TrainStage& stage, LoopState& st, const
   return {loss, gn};
 }
 
+// A checkpoint's size before one exists: the weights, fp32 EMA, two fp32 optimizer moments per weight (AdamW's;
+// Muon keeps one, so this errs on the large side).
+uint64_t estimated_checkpoint_bytes(const LoopState& st) {
+  uint64_t n = 0;
+  for (const auto& [name, p] : st.params) {
+    const uint64_t numel = uint64_t(p.numel());
+    n += numel * uint64_t(p.element_size()) + 2 * numel * 4 + (st.ema ? numel * 4 : 0) + 3 * (name.size() + 128);
+  }
+  return n;
+}
+
 void export_final(TrainStage& stage, LoopState& st, const RunDir& run) {
   std::string out = run.file("model"), tmp = run.file("model.tmp");
   fs::remove_all(tmp);
@@ -173,6 +186,8 @@ LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& ru
   if (resume && start > 0) drop_rows_after_step(run.file("metrics.jsonl"), start);
   MetricsWriter metrics(run.file("metrics.jsonl"), resume && start > 0);
   const int64_t end = c.stop_at > 0 ? std::min(c.stop_at, c.steps) : c.steps;
+  const int64_t saves_left = (c.checkpoint_every > 0 ? (end - start) / c.checkpoint_every : 0) + 1;
+  check_checkpoint_space(run.path, estimated_checkpoint_bytes(st), int(c.keep_last), saves_left);
   ProgressBar bar(c.steps, stage.name(), "step");
   bar.update(start);
   Window w;

@@ -70,6 +70,10 @@ class TrainStage {
   virtual void restore_data_state(const nlohmann::json& state, const std::string& where) {}
   // Fields added to every metrics.jsonl row (null: none), e.g. skipped samples by cause.
   virtual nlohmann::json data_metrics() const { return nullptr; }
+  // What the run uses but does not train (the frozen MLLM's identity, model/mllm_identity.h), recorded in every
+  // checkpoint; on --resume check_frozen fails naming what changed (`recorded` is null for older checkpoints).
+  virtual nlohmann::json frozen() const { return nullptr; }
+  virtual void check_frozen(const nlohmann::json& recorded, const std::string& where) const {}
 };
 
 struct LoopResult {
