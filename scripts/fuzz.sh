@@ -60,7 +60,7 @@ for t in "${targets[@]}"; do
   work="$BUILD/corpus/$t" findings="$BUILD/findings/$t" log="$BUILD/logs/$t.log"
   [[ $SEED -ne 0 ]] && rm -rf "$work"  # --short: the same inputs on every run, whatever ran before
   mkdir -p "$work" "$findings" "$(dirname "$log")"
-  opts=(-runs="$RUNS" -seed="$SEED" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1
+  opts=(-runs="$RUNS" -seed="$SEED" -timeout=30 -rss_limit_mb=2560 -print_final_stats=1
         -artifact_prefix="$findings/")
   [[ $TIME -gt 0 ]] && opts+=(-max_total_time="$TIME")
   t0=$(date +%s.%N)

@@ -44,7 +44,7 @@ def setup(iomm, out, steps):
     common = ["--config", WORLD / "iomm-tiny.toml", "--set", f"model.mllm={und / 'model'}",
               "--set", f"data.images={world / 'image'}", "--set", f"data.pairs={world / 'captioned'}",
               "--set", f"train.steps={steps}", "--set", "train.log_every=1", "--set", "train.checkpoint_every=2",
-              "--set", "train.sample_every=8", "--set", "sample.steps=2", "--set", "train.warmup_steps=4"]
+              "--set", "train.sample_every=8", "--set", "sample.steps=2", "--set", "optim.warmup_steps=4"]
     cmds = {"pretrain": [iomm, "train", *common[:2], "--config", WORLD / "pretrain.toml", *common[2:]]}
     cmds["finetune"] = [iomm, "train", *common[:2], "--config", WORLD / "finetune.toml", *common[2:],
                         "--set", f"train.init_from={s / 'ref-pretrain'}"]

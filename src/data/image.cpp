@@ -36,8 +36,6 @@ namespace {
 constexpr uint64_t kMaxPixels = 2ull * (1024ull * 1024 * 1024 / 4 / 3);
 
 bool too_many_pixels(uint64_t w, uint64_t h) { return w * h > kMaxPixels; }
-// Text, EXIF and ICC chunks of honest files are kilobytes; libpng's own default (when built with one) is 8 MB.
-constexpr png_alloc_size_t kMaxPngChunkBytes = 8'000'000;
 
 [[noreturn]] void fail_too_large(const std::string& name, uint64_t w, uint64_t h) {
   fail("{}: {}x{} is {} pixels, over the limit of {} (Pillow's decompression-bomb limit); downscale the file "
@@ -89,11 +87,9 @@ bool png_decode(PngReader* r) {
   if (setjmp(png_jmpbuf(r->png))) return r->pixels_done;
   png_set_read_fn(r->png, r, png_read_fn);
   // Files in the wild often carry a bad sRGB/iCCP profile; Pillow ignores them, so does this.
+  // With benign errors, libpng's check of a chunk's length against its 8 MB limit only warns, and the chunk's
+  // claimed length is then allocated: decode_png cuts the input before such a chunk (png_intact_prefix).
   png_set_benign_errors(r->png, 1);
-  // Debian's libpng sets no bound on ancillary chunks: a header claiming a 2 GB text chunk was allocated before the
-  // read found the file 148 bytes long, and a small zTXt inflated without limit. Over the bound, the chunk is
-  // skipped with a libpng warning (Pillow refuses text over 1 MB the same way); the pixels are not affected.
-  png_set_chunk_malloc_max(r->png, kMaxPngChunkBytes);
   png_read_info(r->png, r->info);
   int depth = 0, color = 0;
   png_get_IHDR(r->png, r->info, &r->w, &r->h, &depth, &color, nullptr, nullptr, nullptr);
