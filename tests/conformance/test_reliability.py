@@ -76,3 +76,29 @@ def test_a_libtorch_error_prints_its_message_without_the_cpp_backtrace(iomm, tmp
     assert p.returncode == 1, p.stderr
     assert "frame #" not in p.stderr and "raised inside libtorch" in p.stderr, p.stderr
     assert "(16)" in p.stderr and "(12)" in p.stderr, p.stderr  # libtorch's own message is kept
+
+
+def test_samples_lost_without_a_cause_are_caught_by_the_index(iomm, tmp_path):
+    # A shard replaced by a shorter, valid copy loses samples that no skip cause counts; iomm world's index.jsonl
+    # still lists them, and a whole read says so (a warning with both counts, not an error).
+    import io
+    import json
+    import tarfile
+    world = tmp_path / "world"
+    iomm("world", "make", "--out", world, "--image-only", 40, "--captioned", 0, "--shard-size", 20)
+    shard = world / "image" / "shard-000000.tar"
+    with tarfile.open(shard) as t:
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as t:
+        for m, data in members[:-3]:  # the last 3 samples (one .png member each) are gone
+            t.addfile(m, io.BytesIO(data))
+    p = iomm("data", "scan", "--data", world / "image", "--resolution", 16, "--json")
+    report = json.loads(p.stdout)
+    assert report["samples"] == 37, report
+    warning = report["index_mismatch"]
+    assert "lists 40 samples" in warning and "37 were loaded and 0 skipped" in warning, warning
+    assert "3 missing" in warning and str(world / "image" / "index.jsonl") in warning, warning
+    assert warning in p.stderr  # in the log too
+    intact = tmp_path / "intact"
+    iomm("world", "make", "--out", intact, "--image-only", 40, "--captioned", 0, "--shard-size", 20)
+    assert json.loads(iomm("data", "scan", "--data", intact / "image", "--json").stdout)["index_mismatch"] is None
