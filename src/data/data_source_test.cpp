@@ -9,6 +9,7 @@
 
 #include "data/image.h"
 #include "data/image_pool.h"
+#include "data/sample_stream.h"
 
 namespace fs = std::filesystem;
 
@@ -57,6 +58,21 @@ TEST(DataSource, SamplesLostWithoutACauseAreReportedWithTheCounts) {
   EXPECT_NE(w.find("iomm data scan"), std::string::npos) << w;
   // The other way round: the index is older than the shards.
   EXPECT_NE(check_against_index(src, 6, {}).find("1 more than indexed"), std::string::npos);
+  fs::remove_all(d);
+}
+
+// The streaming loader (data.loader = "stream") checks when its first epoch ends.
+TEST(DataSource, TheStreamComparesItsFirstEpochWithTheIndex) {
+  const auto d = world_like("stream", 3, 5);
+  StreamOptions o;
+  o.resolution = 8;
+  o.shuffle_buffer = 1;
+  SampleStream stream(DataSource::open(d.string()), o);
+  for (int i = 0; i < 3; ++i) stream.next();
+  EXPECT_EQ(stream.index_mismatch(), "");  // not before the epoch ends
+  stream.next();                           // the first sample of epoch 1
+  EXPECT_NE(stream.index_mismatch().find("lists 5 samples"), std::string::npos) << stream.index_mismatch();
+  EXPECT_NE(stream.index_mismatch().find("2 missing"), std::string::npos) << stream.index_mismatch();
   fs::remove_all(d);
 }
 

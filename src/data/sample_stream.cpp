@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -300,8 +301,14 @@ std::optional<StreamSample> SampleStream::next_in_epoch() {
 }
 
 StreamSample SampleStream::next() {
-  for (;;)
+  for (;;) {
     if (auto s = next_in_epoch()) return std::move(*s);
+    // Epoch 0 on one rank read every sample once (its counts survive a resume): damage shows against the index.
+    if (pos_.epoch == 1 && options_.world_size == 1) {
+      index_mismatch_ = check_against_index(source_, delivered_, skips_);
+      if (!index_mismatch_.empty()) spdlog::warn("{}", index_mismatch_);
+    }
+  }
 }
 
 StreamPosition SampleStream::position() const { return pos_; }

@@ -65,6 +65,9 @@ class SampleStream {
   // any position and survive a restart.
   SkipCounts skips() const;
   int64_t delivered() const;  // usable samples handed out, over all epochs
+  // After next() finished the first epoch on a single rank: the comparison of that epoch's counts with the data's
+  // index.jsonl (check_against_index; also logged as a warning), "" when they agree or there is no index.
+  const std::string& index_mismatch() const { return index_mismatch_; }
 
   // {"epoch", "index", "rank", "world_size", "seed", "shuffle_buffer", "units", "delivered",
   //  "skips": {"count": {cause: n}, "first": {cause: example}}}
@@ -88,6 +91,7 @@ class SampleStream {
   SkipCounts skips_;  // up to pos_
   int64_t delivered_ = 0;
   bool epoch_had_sample_ = false;  // a usable sample was delivered in the current epoch
+  std::string index_mismatch_;
 };
 
 // Decode, RGB, shorter side to `resolution` (bicubic), centre crop, and the caption (required or not): what both
