@@ -186,3 +186,20 @@ TEST(GeneratorTrainerFeatureCache, ResumedRunContinuesWithTheUninterruptedLosses
   auto st = nlohmann::json::parse(read_file(resumed + "/checkpoints/step-00000003/state.json"))["state"]["data"];
   EXPECT_EQ(st["images"]["index"].get<int64_t>() + st["pairs"]["index"].get<int64_t>(), 24) << st.dump();
 }
+
+// A cache cut by --limit trains, and the run's log says it is partial.
+TEST(GeneratorTrainerFeatureCache, APartialCacheTrainsWithAWarning) {
+  const auto& w = world();
+  CacheOptions o;
+  o.model = {w.model_path};
+  o.data = w.corpus + "/image";
+  o.out = fixtures::temp_dir("cache_partial");
+  o.limit = 20;
+  build_feature_cache(o);
+  auto run = fixtures::temp_dir("cache-partial-run");
+  auto cfg = run_config("image", o.out, "", 2);
+  EXPECT_EQ(train_generator(cfg, run, false).steps, 2);
+  auto log = read_file(run + "/log.txt");
+  EXPECT_NE(log.find("is partial (made with --limit): 1 of its input's 2 units, 20 samples"), std::string::npos)
+      << log;
+}

@@ -101,6 +101,21 @@ class MemoryData : public TrainingData {
   at::Tensor i_img_, i_pair_;
 };
 
+// A cache cut by `iomm cache --limit` is usable but holds part of its input (fewer units, so another order too).
+void warn_if_partial(const data::FeatureCache& cache, const char* key) {
+  int64_t expected = 0, shards = 0;
+  bool cut = false;
+  for (const auto& p : cache.parts()) {
+    expected += (p.input_units - p.rank + p.world_size - 1) / p.world_size;  // units i with i % W == rank
+    shards += int64_t(p.shards.size());
+    for (const auto& s : p.shards) cut = cut || s.partial;
+  }
+  if (cut || shards < expected)
+    spdlog::warn("data.{}: feature cache {} is partial (made with --limit): {} of its input's {} units, {} samples; "
+                 "rerun the same `iomm cache` command without --limit to complete it",
+                 key, cache.dir(), shards, expected, cache.samples());
+}
+
 // A source's units: its shards or files, or, for a feature cache, the cache's shards once it is validated against
 // the run's model (refused naming the key, what differs and the fix).
 data::DataSource open_source(const std::string& spec, const char* key, bool cached,
@@ -121,6 +136,7 @@ data::DataSource open_source(const std::string& spec, const char* key, bool cach
                "truncated to max_text_tokens when cached); skipped when it was built: {}",
                key, spec, m.source, cache->samples(), cache->shard_paths().size(), truncated,
                cache->build_skips().summary());
+  warn_if_partial(*cache, key);
   return cache->source();
 }
 
