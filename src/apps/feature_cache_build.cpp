@@ -130,7 +130,8 @@ data::CacheShard cache_unit(FeatureEncoder& enc, const data::DataSource& in, int
     }
     Pending p;
     if (auto skip = prepare(raw, int(enc.resolution()), p, shard.bad_captions)) {
-      if (!skips.count.count(skip->cause)) spdlog::warn("iomm cache: skipping a sample ({}): {}", skip->cause, skip->example);
+      if (!skips.count.count(skip->cause))
+        spdlog::warn("iomm cache: skipping a sample ({}): {}", skip->cause, skip->example);
       skips.add(skip->cause, skip->example);
       return;
     }

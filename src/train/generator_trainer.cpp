@@ -112,7 +112,8 @@ Batch draw_batch(const StageSettings& s, TrainingData& data, at::Generator& gen)
 at::Tensor decoded_latents(IommModel& m, const std::vector<data::FeatureSample>& cached) {
   std::vector<at::Tensor> latents;
   for (const auto& f : cached) latents.push_back(f.latents);
-  auto tokens = pack_latents(torch::stack(latents), m.config().generator.patch_size()).to(torch::Device(m.config().device));
+  auto tokens = pack_latents(torch::stack(latents), m.config().generator.patch_size());
+  tokens = tokens.to(torch::Device(m.config().device));
   return m.decode_preview(tokens).to(torch::kCPU, torch::kFloat) * 2 - 1;
 }
 

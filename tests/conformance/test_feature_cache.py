@@ -257,3 +257,31 @@ def test_every_data_spec_form_and_damage_counted_by_cause_as_the_stream_does(env
     # A cache is not images: giving one as --data is refused, naming it.
     p = run_iomm("cache", "--model", env["model"], "--data", out, "--out", tmp_path / "again", check=False)
     assert p.returncode != 0 and "is a feature cache" in p.stderr, p.stderr
+
+
+def test_iomm_train_on_caches_matches_training_on_the_images(env, tmp_path):
+    """`iomm train` with data.images / data.pairs pointing at caches (pixel space: the identity autoencoder, so the
+    recon grid's input column, the cache's decoded latents, is the images themselves): the same per-step losses
+    as on the images and the same sample grid, byte for byte."""
+    model = tmp_path / "pixel.toml"
+    head = env["model"].read_text().split("[generator]")[0]
+    model.write_text(head.replace(f'autoencoder = "{env["dir"] / "vae"}"\n', "")
+                     + "[generator]\nhidden_size = 16\nnum_heads = 2\ndepth = 1\ndepth_single_blocks = 1\n"
+                     "axes_dim = [2, 2, 4]\nlatent_channels = 3\npatch_size = 4\n"
+                     "[conditioner]\nnum_queries = 4\nnum_heads = 4\n")
+    assert "autoencoder" not in model.read_text()
+    for src, out in [("image", "ci"), ("captioned", "cp")]:
+        run_iomm("cache", "--model", model, "--data", env["world"] / src, "--out", tmp_path / out)
+    runs = {}
+    for name, images, pairs in [("img", env["world"] / "image", env["world"] / "captioned"),
+                                ("cache", tmp_path / "ci", tmp_path / "cp")]:
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(f'[train]\nstage = "pretrain"\ndata = "mix"\nsteps = 3\nbatch_size = 4\nlog_every = 1\n'
+                       f'sample_every = 3\nthreads = 1\n'
+                       f'[data]\nimages = "{images}"\npairs = "{pairs}"\nshuffle_buffer = 8\n')
+        run_iomm("train", "--config", model, "--config", cfg, "--out", tmp_path / name)
+        rows = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = ([r["loss"] for r in rows], (tmp_path / name / "samples/step-00000003-recon.png").read_bytes())
+    assert len(runs["img"][0]) == 3
+    assert runs["cache"][0] == pytest.approx(runs["img"][0], rel=1e-5), runs
+    assert runs["cache"][1] == runs["img"][1]
