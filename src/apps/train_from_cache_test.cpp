@@ -203,3 +203,20 @@ TEST(GeneratorTrainerFeatureCache, APartialCacheTrainsWithAWarning) {
   EXPECT_NE(log.find("is partial (made with --limit): 1 of its input's 2 units, 20 samples"), std::string::npos)
       << log;
 }
+
+// A run started on the images resumes on their (complete, undamaged) cache at the same stream position: the
+// saved position records seed, shuffle buffer, world size and unit count, which both share.
+TEST(GeneratorTrainerFeatureCache, ARunOnTheImagesResumesOnTheirCache) {
+  const auto& w = world();
+  auto straight = train(run_config("mix", w.corpus + "/image", w.corpus + "/captioned", 6), "images-straight");
+  auto switched = fixtures::temp_dir("switched");
+  auto first = run_config("mix", w.corpus + "/image", w.corpus + "/captioned", 6);
+  first.set("train.stop_at=3");
+  train_generator(first, switched, false);
+  auto second = run_config("mix", w.image_cache, w.pair_cache, 6);
+  train_generator(second, switched, true);
+  auto rows = read_jsonl(switched + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 6u);
+  for (size_t i = 3; i < 6; ++i)
+    EXPECT_LE(rel(straight[i]["loss"].get<double>(), rows[i]["loss"].get<double>()), 1e-5) << "step " << i + 1;
+}

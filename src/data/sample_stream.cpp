@@ -102,6 +102,11 @@ std::optional<SampleSkip> prepare_feature_sample(const Sample& raw, bool require
     return SampleSkip{"undecodable", e.what()};
   }
   const auto& f = *out.features;
+  // Shapes a batch can stack (the manifest's, checked by fingerprint, are per cache; this guards one damaged sample).
+  if (f.latents.dim() != 3 || f.c_img.dim() != 2 || (f.input_ids.defined() && f.input_ids.dim() != 1))
+    return SampleSkip{"undecodable", fmt::format("{}: cached tensors of ranks {}, {} (want latents [C, h, w], c_img "
+                                                 "[T, D], input_ids [L])",
+                                                 where, f.latents.dim(), f.c_img.dim())};
   if (f.caption && valid_utf8(*f.caption)) out.caption = *f.caption;
   if (require_caption && f.caption && !valid_utf8(*f.caption))
     return SampleSkip{"bad_caption", where + ": caption is not valid UTF-8"};
