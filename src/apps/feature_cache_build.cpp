@@ -12,7 +12,9 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "data/data_source.h"
 #include "data/image_pool.h"
+#include "data/sample_stream.h"
 #include "data/webdataset.h"
 #include "model/features.h"
 #include "model/iomm_model.h"
@@ -41,63 +43,23 @@ Config cache_model_config(const std::vector<std::string>& model, const std::vect
 
 namespace {
 
-// The input units of a data spec: its .tar shards, or chunks of `per_unit` files of an image folder.
-struct Inputs {
-  std::vector<std::string> tars;
-  std::string folder;
-  int64_t folder_files = 0, per_unit = 0;
-
-  int64_t units() const { return folder.empty() ? int64_t(tars.size()) : (folder_files + per_unit - 1) / per_unit; }
-  std::string unit() const { return folder.empty() ? "tar" : fmt::format("folder:{}", per_unit); }
-};
-
-bool is_image_folder(const std::string& spec) {
-  if (!fs::is_directory(spec)) return false;
-  for (const auto& e : fs::directory_iterator(spec))
-    if (e.path().extension() == ".tar") return false;
-  return true;
+// The input units: DataSource's resolver (every data spec form training takes), with --folder-unit files per unit
+// of an image folder or a JSONL index of files. Unit i becomes shard features-{i:06d}.tar.
+data::DataSource open_inputs(const std::string& spec, int64_t per_unit) {
+  data::DataSource src;
+  try {
+    src = data::DataSource::open(spec, per_unit);
+  } catch (const Error& e) {
+    fail("iomm cache: --data: {}", e.what());
+  }
+  if (src.units.empty()) fail("iomm cache: --data '{}' holds no images", spec);
+  return src;
 }
 
-Inputs list_inputs(const std::string& spec, int64_t per_unit) {
-  if (!fs::exists(spec) && spec.find('{') == std::string::npos)
-    fail("iomm cache: --data '{}' does not exist; give a .tar shard, a directory of shards or of images, or a brace "
-         "range like dir/shard-{{000000..000009}}.tar",
-         spec);
-  Inputs in;
-  if (is_image_folder(spec)) {
-    in.folder = spec;
-    in.folder_files = int64_t(data::ImageFolderReader(spec).size());
-    in.per_unit = per_unit;
-  } else {
-    in.tars = data::expand_shards(spec);
-  }
-  if (in.units() == 0) fail("iomm cache: --data '{}' holds no images", spec);
-  return in;
+// The manifest's unit kind: "tar" for shards, "folder:N" for groups of N image files.
+std::string unit_kind(const data::DataSource& src) {
+  return src.units.front().shard.empty() ? fmt::format("folder:{}", src.files_per_unit) : "tar";
 }
-
-// The samples of one unit, in order.
-class UnitReader {
- public:
-  UnitReader(const Inputs& in, int64_t unit) {
-    if (in.folder.empty()) {
-      tar_ = std::make_unique<data::WebDatasetReader>(std::vector<std::string>{in.tars[size_t(unit)]});
-      return;
-    }
-    folder_ = std::make_unique<data::ImageFolderReader>(in.folder);
-    folder_->seek(size_t(unit * in.per_unit));
-    left_ = in.per_unit;
-  }
-  bool next(data::Sample& s) {
-    if (tar_) return tar_->next(s);
-    return left_-- > 0 && folder_->next(s);
-  }
-  int64_t without_image() const { return tar_ ? tar_->stats().skipped_samples : 0; }
-
- private:
-  std::unique_ptr<data::WebDatasetReader> tar_;
-  std::unique_ptr<data::ImageFolderReader> folder_;
-  int64_t left_ = 0;
-};
 
 struct Pending {
   std::string key;
@@ -136,32 +98,49 @@ void write_batch(FeatureEncoder& enc, std::vector<Pending>& batch, data::TarWrit
   batch.clear();
 }
 
+// One image for the cache: decoded and cropped as training does (data::prepare_sample), its caption kept when usable.
+// An unusable caption (not UTF-8, a broken .json) leaves the image cached without one, counted in `bad_captions`.
+std::optional<data::SampleSkip> prepare(const data::Sample& raw, int resolution, Pending& out, int64_t& bad_captions) {
+  data::StreamSample s;
+  auto skip = data::prepare_sample(raw, resolution, /*require_caption=*/true, s);  // the caption first, no decode
+  if (skip && (skip->cause == "no_caption" || skip->cause == "bad_caption")) {
+    bad_captions += skip->cause == "bad_caption";
+    skip = data::prepare_sample(raw, resolution, /*require_caption=*/false, s);
+  }
+  if (skip) return skip;
+  out = {cache_key(raw.key), std::nullopt, s.image};
+  if (!s.caption.empty()) out.caption = s.caption;
+  return std::nullopt;
+}
+
 // One unit -> one shard (at most `max_samples` samples when > 0; the shard is then partial if the unit had more).
-data::CacheShard cache_unit(FeatureEncoder& enc, const Inputs& in, int64_t unit, const std::string& dir,
+// Damage is counted by cause as the training stream counts it (read_unit, prepare_sample).
+data::CacheShard cache_unit(FeatureEncoder& enc, const data::DataSource& in, int64_t unit, const std::string& dir,
                             int64_t batch_size, int64_t max_samples, data::FeatureManifest& m) {
   data::CacheShard shard;
   shard.name = fmt::format("features-{:06d}.tar", unit);
   data::TarWriter tar((fs::path(dir) / shard.name).string());
-  UnitReader reader(in, unit);
+  data::SkipCounts skips;
   std::vector<Pending> batch;
-  data::Sample s;
   int64_t taken = 0;
-  while (reader.next(s)) {
-    if (max_samples > 0 && taken == max_samples) {
+  data::read_unit(in.units[size_t(unit)], skips, [&](data::Sample&& raw) {
+    if (max_samples > 0 && taken == max_samples) {  // the rest of the unit is read (its damage counted), not cached
       shard.partial = true;
-      break;
+      return;
     }
-    try {
-      batch.push_back({cache_key(s.key), s.caption(), data::training_image(s, int(enc.resolution()))});
-      ++taken;
-    } catch (const Error& e) {
-      if (shard.skipped["undecodable"]++ == 0) spdlog::warn("iomm cache: skipping an undecodable image: {}", e.what());
-      continue;
+    Pending p;
+    if (auto skip = prepare(raw, int(enc.resolution()), p, shard.bad_captions)) {
+      if (!skips.count.count(skip->cause))
+        spdlog::warn("iomm cache: skipping a sample ({}): {}", skip->cause, skip->example);
+      skips.add(skip->cause, skip->example);
+      return;
     }
+    batch.push_back(std::move(p));
+    ++taken;
     if (int64_t(batch.size()) == batch_size) write_batch(enc, batch, tar, shard, m);
-  }
+  });
   if (!batch.empty()) write_batch(enc, batch, tar, shard, m);
-  if (int64_t n = reader.without_image()) shard.skipped["no_image"] += n;
+  for (const auto& [cause, n] : skips.count) shard.skipped[cause] += n;
   tar.close();
   return shard;
 }
@@ -170,7 +149,7 @@ data::CacheShard cache_unit(FeatureEncoder& enc, const Inputs& in, int64_t unit,
 
 namespace {
 
-data::FeatureManifest new_manifest(const CacheOptions& o, const Inputs& in, const FeatureEncoder& enc) {
+data::FeatureManifest new_manifest(const CacheOptions& o, const data::DataSource& in, const FeatureEncoder& enc) {
   data::FeatureManifest m;
   m.fingerprints = enc.fingerprints();
   m.preprocess = data::kTrainingPreprocess;
@@ -179,8 +158,8 @@ data::FeatureManifest new_manifest(const CacheOptions& o, const Inputs& in, cons
     m.latent_shift = c->shift_factor;
   }
   m.source = o.data;
-  m.unit = in.unit();
-  m.input_units = in.units();
+  m.unit = unit_kind(in);
+  m.input_units = int64_t(in.units.size());
   m.rank = o.rank;
   m.world_size = o.world_size;
   m.limit = o.limit;
@@ -234,7 +213,7 @@ CacheResult build_feature_cache(const CacheOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
   Config cfg = cache_model_config(o.model, o.overrides);
   auto mc = IommModelConfig::from_config(cfg);
-  auto in = list_inputs(o.data, o.folder_unit);
+  auto in = open_inputs(o.data, o.folder_unit);
   FeatureEncoder enc(mc);
   fs::create_directories(o.out);
   CacheResult r;
@@ -242,7 +221,7 @@ CacheResult build_feature_cache(const CacheOptions& o) {
   m = new_manifest(o, in, enc);
   keep_earlier_shards(o, m);
   std::vector<int64_t> todo;
-  for (int64_t u = o.rank; u < in.units(); u += o.world_size) {
+  for (int64_t u = o.rank; u < int64_t(in.units.size()); u += o.world_size) {
     auto name = fmt::format("features-{:06d}.tar", u);
     fs::remove(fs::path(o.out) / (name + ".tmp"));  // a write a kill tore (the tar is only renamed when complete)
     if (std::none_of(m.shards.begin(), m.shards.end(), [&](const auto& s) { return s.name == name; }))

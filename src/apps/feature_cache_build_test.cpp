@@ -27,36 +27,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A random FLUX-architecture autoencoder (two levels: /2, 16 latent channels) saved as config.json + BFL names.
-std::string tiny_flux_ae(uint64_t seed, double perturb = 0) {
-  AutoencoderConfig c;
-  c.block_out_channels = {16, 32};
-  c.layers_per_block = 1;
-  c.norm_num_groups = 8;
-  c.scaling_factor = 0.7;
-  c.shift_factor = -0.2;
-  torch::manual_seed(seed);
-  FluxAE m(c);
-  {
-    torch::NoGradGuard g;  // non-trivial norms, so every path carries signal
-    for (auto& item : m->named_parameters())
-      if (item.key().find("norm") != std::string::npos) item.value().add_(torch::randn_like(item.value()) * 0.2);
-    m->encoder->conv_in->weight[0][0][0][0] += perturb;  // one encoder weight, for the refusal test
-  }
-  auto dir = fixtures::temp_dir("flux_ae");
-  std::ofstream(dir + "/config.json") << c.to_diffusers_json().dump();
-  save_tensors(dir + "/ae.safetensors", module_state(*m));
-  return dir;
-}
+std::string tiny_flux_ae(uint64_t seed, double perturb = 0) { return fixtures::tiny_flux_ae_dir(seed, perturb); }
 
-// The tiny IOMM model over that autoencoder (16 px -> 8x8x16 latents, patch 2), with MIM at 0.5.
 std::string model_toml(const std::string& ae_dir, int64_t resolution = 16) {
-  auto toml = fixtures::tiny_model_toml();
-  auto pos = toml.find("resolution = 16");
-  toml.replace(pos, 15, fmt::format("resolution = {}\nautoencoder = \"{}\"", resolution, ae_dir));
-  toml.replace(toml.find("latent_channels = 3"), 19, "latent_channels = 16");
-  toml.replace(toml.find("patch_size = 4"), 14, "patch_size = 2");
-  return toml;
+  return fixtures::tiny_flux_model_toml(ae_dir, resolution);
 }
 
 IommModel model_from(const std::string& toml, uint64_t seed = 0) {

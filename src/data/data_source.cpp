@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/json_limits.h"
+#include "data/feature_cache.h"
 
 namespace iomm::data {
 
@@ -141,6 +142,10 @@ DataSource DataSource::open(const std::string& spec, int64_t files_per_unit) {
     fail("training data '{}' does not exist; give a .tar shard, a directory of shards or of images, a brace range "
          "like dir/shard-{{000000..000009}}.tar, a .txt list of shards or a .jsonl index",
          spec);
+  if (is_feature_cache(spec))  // its shards hold features, not images: every sample would be skipped as no_image
+    fail("'{}' is a feature cache made by `iomm cache`, not images: only a generator stage's streaming loader reads "
+         "one (data.images / data.pairs); here give the images it was made from",
+         spec);
   if (is_folder_of_images(spec)) open_folder(src);
   else if (ext_of(spec) == ".jsonl") open_jsonl(src);
   else if (ext_of(spec) == ".txt") open_shard_list(src);
@@ -179,13 +184,14 @@ void read_file_unit(const DataUnit& unit, SkipCounts& skips, const std::function
 
 }  // namespace
 
-void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void(Sample&&)>& emit) {
+void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void(Sample&&)>& emit,
+               const std::string& required_member) {
   if (unit.shard.empty()) return read_file_unit(unit, skips, emit);
-  WebDatasetReader r({unit.shard}, /*required_member=*/"", /*tolerate_damage=*/true);
+  WebDatasetReader r({unit.shard}, required_member, /*tolerate_damage=*/true);
   Sample s;
   while (r.next(s)) emit(std::move(s));
   const auto& st = r.stats();
-  skips.add("no_image", st.first_skipped_sample, st.skipped_samples);
+  skips.add(required_member.empty() ? "no_image" : "no_features", st.first_skipped_sample, st.skipped_samples);
   skips.add("bad_member", st.first_skipped_member, st.skipped_members);
   skips.add("damaged_shard", st.first_damaged_shard, st.damaged_shards);
 }

@@ -50,6 +50,7 @@ struct SkipCounts {
 
 // Causes counted while reading units (before the shuffle):
 //   no_image         a sample without a jpg/jpeg/png/webp member
+//   no_features      a feature cache's sample without its features.safetensors member
 //   bad_member       a member without a usable name (no extension, hidden) or repeating its sample's extension
 //   damaged_shard    a truncated or corrupt tar, read up to the damage
 //   missing_file     an image file named by an index that does not exist
@@ -59,6 +60,9 @@ struct DataSource {
   std::string spec;
   std::vector<DataUnit> units;
   int64_t files_per_unit = 1000;
+  // The member a shard's sample must have: empty = an image (jpg, jpeg, png, webp; else skipped as no_image); a
+  // feature cache's source (data/feature_cache.h) sets "features.safetensors" (else skipped as no_features).
+  std::string required_member;
 
   // Resolves `spec` (forms above). Fails naming the spec and the fix when it matches nothing; does not open shards.
   static DataSource open(const std::string& spec, int64_t files_per_unit = 1000);
@@ -77,8 +81,9 @@ std::optional<IndexedCount> indexed_samples(const DataSource& src);
 // field, a shard replaced by a shorter copy). Not fatal: damage is counted, this makes sure it is noticed.
 std::string check_against_index(const DataSource& src, int64_t loaded, const SkipCounts& skips);
 
-// Reads one unit in order, calling `emit` for every sample with an image member; skips are added to `skips`.
-// A shard that cannot be opened fails (naming it); damage inside one is counted and ends that shard.
-void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void(Sample&&)>& emit);
+// Reads one unit in order, calling `emit` for every sample with an image member (or `required_member`); skips are
+// added to `skips`. A shard that cannot be opened fails (naming it); damage inside one is counted and ends that shard.
+void read_unit(const DataUnit& unit, SkipCounts& skips, const std::function<void(Sample&&)>& emit,
+               const std::string& required_member = "");
 
 }  // namespace iomm::data

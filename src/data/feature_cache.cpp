@@ -99,7 +99,8 @@ json FeatureManifest::to_json() const {
   json shards_j = json::array();
   for (const auto& s : shards)
     shards_j.push_back({{"name", s.name}, {"samples", s.samples}, {"captions", s.captions},
-                        {"truncated_captions", s.truncated_captions}, {"skipped", s.skipped}, {"partial", s.partial}});
+                        {"truncated_captions", s.truncated_captions}, {"bad_captions", s.bad_captions},
+                        {"skipped", s.skipped}, {"partial", s.partial}});
   return {{"format", kFeatureCacheFormat},
           {"version", kFeatureCacheVersion},
           {"fingerprints", fingerprints.to_json()},
@@ -116,7 +117,7 @@ json FeatureManifest::to_json() const {
           {"limit", limit},
           {"finished", finished},
           {"counts", {{"samples", t.samples}, {"captions", t.captions}, {"truncated_captions", t.truncated_captions},
-                      {"skipped", t.skipped}}},
+                      {"bad_captions", t.bad_captions}, {"skipped", t.skipped}}},
           {"shards", shards_j}};
 }
 
@@ -147,6 +148,7 @@ FeatureManifest FeatureManifest::from_json(const json& j, const std::string& src
     c.samples = field<int64_t>(s, "samples", src);
     c.captions = field<int64_t>(s, "captions", src);
     c.truncated_captions = field<int64_t>(s, "truncated_captions", src);
+    c.bad_captions = s.value("bad_captions", int64_t{0});  // absent in caches made before it was counted
     c.skipped = field<std::map<std::string, int64_t>>(s, "skipped", src);
     c.partial = field<bool>(s, "partial", src);
     m.shards.push_back(std::move(c));
@@ -156,12 +158,13 @@ FeatureManifest FeatureManifest::from_json(const json& j, const std::string& src
 }
 
 void FeatureManifest::total() {
-  samples = captions = truncated_captions = 0;
+  samples = captions = truncated_captions = bad_captions = 0;
   skipped.clear();
   for (const auto& s : shards) {
     samples += s.samples;
     captions += s.captions;
     truncated_captions += s.truncated_captions;
+    bad_captions += s.bad_captions;
     for (const auto& [cause, n] : s.skipped) skipped[cause] += n;
   }
 }
@@ -258,6 +261,34 @@ std::vector<std::string> FeatureCache::shard_paths() const {
   std::sort(names.begin(), names.end());  // NNNNNN is the input unit: input order over all ranks
   for (auto& n : names) n = (fs::path(dir_) / n).string();
   return names;
+}
+
+bool is_feature_cache(const std::string& spec) {
+  std::error_code ec;
+  if (!fs::is_directory(spec, ec)) return false;
+  if (fs::exists(fs::path(spec) / "manifest.json")) return true;
+  for (const auto& e : fs::directory_iterator(spec, ec)) {
+    auto name = e.path().filename().string();
+    if (name.rfind("manifest.rank-", 0) == 0 && e.path().extension() == ".json") return true;
+  }
+  return false;
+}
+
+DataSource FeatureCache::source() const {
+  DataSource src;
+  src.spec = dir_;
+  src.required_member = kFeatureMember;
+  for (auto& p : shard_paths()) src.units.push_back({p, {}});
+  return src;
+}
+
+SkipCounts FeatureCache::build_skips() const {
+  SkipCounts c;
+  for (const auto& p : parts_)
+    for (const auto& shard : p.shards)
+      for (const auto& [cause, n] : shard.skipped)
+        c.add(cause, fmt::format("{}'s input unit, when `iomm cache` built it", shard.name), n);
+  return c;
 }
 
 int64_t FeatureCache::samples() const {

@@ -21,10 +21,9 @@
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json_fwd.hpp>
 
-namespace iomm::data {
+#include "data/data_source.h"
 
-struct Sample;
-class WebDatasetReader;
+namespace iomm::data {
 
 inline constexpr const char* kFeatureMember = "features.safetensors";
 inline constexpr const char* kFeatureCacheFormat = "iomm-feature-cache";
@@ -63,6 +62,7 @@ struct CacheShard {
   int64_t samples = 0, captions = 0, truncated_captions = 0;
   std::map<std::string, int64_t> skipped;  // by cause
   bool partial = false;  // cut short by --limit: redone when the cache is resumed
+  int64_t bad_captions = 0;  // captions that were unusable (not UTF-8, broken .json): the image cached without one
 };
 
 struct FeatureManifest {
@@ -79,8 +79,9 @@ struct FeatureManifest {
   bool finished = false;                  // the run ended normally (every assigned unit, or the limit)
   std::vector<CacheShard> shards;         // written so far, in input order
   // Totals over the shards (to_json writes them; from_json recomputes them from the shards).
-  int64_t samples = 0, captions = 0, truncated_captions = 0;
-  std::map<std::string, int64_t> skipped;  // by cause: undecodable, no_image
+  int64_t samples = 0, captions = 0, truncated_captions = 0, bad_captions = 0;
+  // by cause, as the training stream counts them: undecodable, no_image, bad_member, damaged_shard, missing_file
+  std::map<std::string, int64_t> skipped;
   void total();
 
   nlohmann::json to_json() const;
@@ -92,6 +93,10 @@ std::string manifest_path(const std::string& dir, int64_t rank, int64_t world_si
 void write_manifest(const std::string& dir, const FeatureManifest& m);  // atomic
 std::optional<FeatureManifest> read_manifest(const std::string& path);  // nullopt when the file is absent
 
+// Whether a data spec is a feature cache: a directory holding manifest.json or manifest.rank-R.json. Training
+// reads such a `data.images` / `data.pairs` as cached features instead of images (docs/data.md).
+bool is_feature_cache(const std::string& spec);
+
 // An opened cache: every manifest part read and checked finished and consistent, every listed shard present.
 class FeatureCache {
  public:
@@ -102,7 +107,11 @@ class FeatureCache {
   const FeatureFingerprints& fingerprints() const { return parts_.front().fingerprints; }
   const std::vector<FeatureManifest>& parts() const { return parts_; }
   std::vector<std::string> shard_paths() const;  // every rank's shards, in input order
+  // The shards as a DataSource (one unit per shard, in input order, samples need their features member), for the
+  // streaming loader: a complete cache has the units of its input, so a stream over it orders like one over that.
+  DataSource source() const;
   int64_t samples() const;
+  SkipCounts build_skips() const;  // what `iomm cache` skipped while building it, by cause (counts only)
 
  private:
   std::string dir_;

@@ -94,6 +94,29 @@ std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool
   return std::nullopt;
 }
 
+std::optional<SampleSkip> prepare_feature_sample(const Sample& raw, bool require_caption, StreamSample& out) {
+  const std::string where = raw.shard + ": " + raw.key;
+  out = StreamSample{};
+  try {
+    out.features = read_feature_sample(raw);
+  } catch (const Error& e) {
+    return SampleSkip{"undecodable", e.what()};
+  }
+  const auto& f = *out.features;
+  // Shapes a batch can stack (the manifest's, checked by fingerprint, are per cache; this guards one damaged sample).
+  if (f.latents.dim() != 3 || f.c_img.dim() != 2 || (f.input_ids.defined() && f.input_ids.dim() != 1))
+    return SampleSkip{"undecodable", fmt::format("{}: cached tensors of ranks {}, {} (want latents [C, h, w], c_img "
+                                                 "[T, D], input_ids [L])",
+                                                 where, f.latents.dim(), f.c_img.dim())};
+  if (f.caption && valid_utf8(*f.caption)) out.caption = *f.caption;
+  if (require_caption && f.caption && !valid_utf8(*f.caption))
+    return SampleSkip{"bad_caption", where + ": caption is not valid UTF-8"};
+  if (require_caption && (out.caption.empty() || !f.input_ids.defined())) return SampleSkip{"no_caption", where};
+  out.key = raw.key;
+  out.shard = raw.shard;
+  return std::nullopt;
+}
+
 namespace {
 
 Result decode(Candidate& c, const StreamOptions& o) {
@@ -101,7 +124,9 @@ Result decode(Candidate& c, const StreamOptions& o) {
   r.epoch = c.epoch;
   r.index = c.index;
   StreamSample s;
-  if (auto skip = prepare_sample(c.raw, o.resolution, o.require_captions, s)) {
+  auto skip = o.features ? prepare_feature_sample(c.raw, o.require_captions, s)
+                         : prepare_sample(c.raw, o.resolution, o.require_captions, s);
+  if (skip) {
     r.skip_cause = skip->cause;
     r.skip_example = skip->example;
     return r;
@@ -167,12 +192,15 @@ struct SampleStream::Pipeline {
       ++index;
     };
     for (size_t u : epoch_units(source.units.size(), o.seed, epoch, o.rank, o.world_size)) {
-      read_unit(source.units[u], skips, [&](Sample&& s) {
-        if (int64_t(buf.size()) < o.shuffle_buffer) return buf.push_back(std::move(s));
-        size_t j = rng.below(buf.size());
-        emit(std::move(buf[j]));
-        buf[j] = std::move(s);
-      });
+      read_unit(
+          source.units[u], skips,
+          [&](Sample&& s) {
+            if (int64_t(buf.size()) < o.shuffle_buffer) return buf.push_back(std::move(s));
+            size_t j = rng.below(buf.size());
+            emit(std::move(buf[j]));
+            buf[j] = std::move(s);
+          },
+          source.required_member);
     }
     while (!buf.empty()) {
       size_t j = rng.below(buf.size());

@@ -20,6 +20,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "data/data_source.h"
+#include "data/feature_cache.h"
 
 namespace iomm::data {
 
@@ -31,6 +32,9 @@ struct StreamOptions {
   int workers = 1;                // decode threads
   int64_t prefetch = 64;          // candidates read and decoded ahead of the consumer
   int rank = 0, world_size = 1;
+  // The source is a feature cache (FeatureCache::source()): candidates are decoded into their cached features
+  // (read_feature_sample) instead of images; `resolution` is then unused.
+  bool features = false;
 };
 
 struct StreamPosition {
@@ -39,7 +43,8 @@ struct StreamPosition {
 };
 
 struct StreamSample {
-  at::Tensor image;     // uint8 [3, R, R]
+  at::Tensor image;     // uint8 [3, R, R]; undefined for a feature cache
+  std::optional<FeatureSample> features;  // a feature cache's sample (StreamOptions::features)
   std::string caption;  // empty when the sample has none (and captions are not required)
   std::string key, shard;
   StreamPosition position;  // of this sample
@@ -99,6 +104,11 @@ class SampleStream {
 // no_caption, bad_caption, no_image).
 std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool require_caption,
                                         StreamSample& out);
+
+// The same for a feature cache's sample: its cached tensors (skipped as undecodable when they do not parse) and
+// caption (required or not, with the same rules as prepare_sample's: a pair needs a non-empty, valid UTF-8 caption
+// and its cached input_ids).
+std::optional<SampleSkip> prepare_feature_sample(const Sample& raw, bool require_caption, StreamSample& out);
 
 // The rank's units for `epoch`, in reading order (exposed for tests and `iomm data scan`).
 std::vector<size_t> epoch_units(size_t n_units, uint64_t seed, int64_t epoch, int rank, int world_size);

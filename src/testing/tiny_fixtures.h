@@ -1,6 +1,7 @@
 // Shared fixtures of the unit tests (compiled into iomm_tests only): a byte-level tokenizer with InternVL3's
 // special tokens, a random tiny InternVL checkpoint directory, and a small shapes corpus.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace iomm::fixtures {
@@ -17,5 +18,8 @@ std::string byte_tokenizer_json();
 std::string tiny_mllm_dir();
 // `iomm world make` output with 64 image-only and 64 captioned 32 px images. Cached per process.
 std::string tiny_corpus_dir();
+// A random FLUX-architecture autoencoder (two levels: /2, 16 latent channels, scale 0.7, shift -0.2) saved as
+// config.json + BFL names in a fresh directory; `perturb` moves one encoder weight (another fingerprint).
+std::string tiny_flux_ae_dir(uint64_t seed, double perturb = 0);
 
 }  // namespace iomm::fixtures

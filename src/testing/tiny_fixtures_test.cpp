@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "models/autoencoder.h"
 #include "models/internvl.h"
+#include "core/tensor_io.h"
 #include "models/weights.h"
 #include "text/tokenizer.h"
 #include "world/corpus.h"
@@ -97,6 +99,27 @@ std::string tiny_corpus_dir() {
     world::make_corpus(o);
     return d;
   }();
+  return dir;
+}
+
+std::string tiny_flux_ae_dir(uint64_t seed, double perturb) {
+  AutoencoderConfig c;
+  c.block_out_channels = {16, 32};
+  c.layers_per_block = 1;
+  c.norm_num_groups = 8;
+  c.scaling_factor = 0.7;
+  c.shift_factor = -0.2;
+  torch::manual_seed(seed);
+  FluxAE m(c);
+  {
+    torch::NoGradGuard g;  // non-trivial norms, so every path carries signal
+    for (auto& item : m->named_parameters())
+      if (item.key().find("norm") != std::string::npos) item.value().add_(torch::randn_like(item.value()) * 0.2);
+    m->encoder->conv_in->weight[0][0][0][0] += perturb;  // one encoder weight, for refusal tests
+  }
+  auto dir = temp_dir("flux_ae");
+  std::ofstream(dir + "/config.json") << c.to_diffusers_json().dump();
+  save_tensors(dir + "/ae.safetensors", module_state(*m));
   return dir;
 }
 

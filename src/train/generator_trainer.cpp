@@ -14,6 +14,7 @@
 #include "model/iomm_model.h"
 #include "model/mllm_identity.h"
 #include "model/model_dir.h"
+#include "models/mmdit.h"  // pack_latents
 #include "report/image_grid.h"  // iomm::report
 #include "train/mixed_precision.h"
 #include "train/trainer.h"
@@ -92,7 +93,7 @@ Batch draw_batch(const StageSettings& s, TrainingData& data, at::Generator& gen)
   data.begin_batch(B, gen);
   auto kind = u_kind.accessor<float, 1>(), drop_u = u_drop.accessor<float, 1>();
   Batch b;
-  std::vector<at::Tensor> images;
+  std::vector<TrainingImage> taken;
   for (int64_t i = 0; i < B; ++i) {
     bool image = s.data == "image" || (s.data == "mix" && kind[i] < s.mix_ratio);
     bool drop = drop_u[i] < s.cfg_drop && (!image || s.cfg_drop_images);
@@ -100,15 +101,26 @@ Batch draw_batch(const StageSettings& s, TrainingData& data, at::Generator& gen)
     ConditionInput c = image ? ConditionInput{ConditionKind::image, "", x.image}
                              : ConditionInput{ConditionKind::text, x.caption, {}};
     if (drop) c = {ConditionKind::uncond, "", {}};
-    images.push_back(x.image);
+    taken.push_back(std::move(x));
     b.batch.conds.push_back(c);
     b.is_image.push_back(image);
   }
-  b.batch.images = torch::stack(images);
+  b.batch = training_batch(taken, std::move(b.batch.conds));  // images, or cached features (training_data.h)
   return b;
 }
 
-// Sample grids: t2i for the sample prompts, and input | reconstruction pairs from unmasked self-conditioning.
+// A feature cache holds no pixels: the grids' input column is its latents decoded by the autoencoder, float
+// [n, 3, R, R] in [-1, 1] (the reconstruction the generator could at best reach).
+at::Tensor decoded_latents(IommModel& m, const std::vector<data::FeatureSample>& cached) {
+  std::vector<at::Tensor> latents;
+  for (const auto& f : cached) latents.push_back(f.latents);
+  auto tokens = pack_latents(torch::stack(latents), m.config().generator.patch_size());
+  tokens = tokens.to(torch::Device(m.config().device));
+  return m.decode_preview(tokens).to(torch::kCPU, torch::kFloat) * 2 - 1;
+}
+
+// Sample grids: t2i for the sample prompts, and input | reconstruction pairs from unmasked self-conditioning (from
+// a feature cache: decoded cached latents | the reconstruction from the cached c_img).
 void write_samples(IommModel& m, const StageSettings& s, TrainingData& data, const std::string& dir, int64_t step) {
   fs::create_directories(dir);
   auto stem = fmt::format("{}/step-{:08d}", dir, step);
@@ -118,10 +130,14 @@ void write_samples(IommModel& m, const StageSettings& s, TrainingData& data, con
     auto imgs = m.generate(conds, s.sample);
     report::write_image_grid((imgs + 1) / 2, stem + "-t2i.png", std::min<int64_t>(8, int64_t(conds.size())), 4, 2);
   }
-  auto inputs = data.preview_images(s.sample_count);
+  auto cached = data.preview_features(s.sample_count);
+  auto inputs = cached.empty() ? data.preview_images(s.sample_count) : decoded_latents(m, cached);
   int64_t n = inputs.size(0);
   std::vector<ConditionInput> conds;
-  for (int64_t i = 0; i < n; ++i) conds.push_back({ConditionKind::image, "", inputs[i]});
+  for (int64_t i = 0; i < n; ++i) {
+    conds.push_back({ConditionKind::image, "", cached.empty() ? inputs[i] : at::Tensor()});
+    if (!cached.empty()) conds.back().image_tokens = cached[size_t(i)].c_img;  // unmasked, as at inference
+  }
   auto recon = m.generate(conds, s.sample);
   write_png(report::make_pair_grid((inputs + 1) / 2, (recon + 1) / 2, 4, 4, 2), stem + "-recon.png");
 }
@@ -271,7 +287,9 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
     spdlog::info("{}: initialised from {}", s.stage, init_from);
   }
   model.set_activation_checkpointing(s.activation_checkpointing);
-  auto data = open_training_data(s.data_settings, int(mc.resolution), loop.seed);
+  std::optional<data::FeatureFingerprints> fingerprints;  // what a feature cache must have been made with
+  if (s.data_settings.cached) fingerprints = model.feature_fingerprints();
+  auto data = open_training_data(s.data_settings, int(mc.resolution), loop.seed, fingerprints);
   spdlog::info("data: {}", data->summary());
   spdlog::info("{} ({} data, mix_ratio {}): {} steps × {} × {} accumulation = global batch {}; trainable {:.2f}M "
                "(generator {:.2f}M, adapter {:.2f}M)",

@@ -210,3 +210,78 @@ def test_other_autoencoder_weights_are_refused(env, tmp_path):
     p = run_iomm("cache", "--check", "--model", env["model"], "--set", "model.resolution=32", "--out", out,
                  check=False)
     assert p.returncode != 0 and "resolution 16 (this run: 32)" in p.stderr, p.stderr
+
+
+def test_every_data_spec_form_and_damage_counted_by_cause_as_the_stream_does(env, tmp_path):
+    """`iomm cache --data` resolves and reads its input with the training stream's code: a shard list (.txt) with a
+    truncated shard and a shard of bad samples is cached with the samples `iomm data scan` finds usable, and the
+    same skips by cause; a JSONL index of image files caches the same features as the folder of those files."""
+    src = sorted((env["world"] / "image").glob("*.tar"))
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in src[:3]:
+        (data / p.name).write_bytes(p.read_bytes())
+    cut = data / src[1].name
+    cut.write_bytes(cut.read_bytes()[: 512 * 5 + 100])  # inside its third sample's image: the reader keeps the first
+    with tarfile.open(data / "bad.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, payload in [("x.png", b"not an image"), ("y.json", b"{}"), ("z.png", members(src[3])[
+                sorted(members(src[3]))[0]])]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(payload)
+            tf.addfile(ti, io.BytesIO(payload))
+    listing = tmp_path / "shards.txt"
+    listing.write_text("".join(f"data/{n}\n" for n in [src[0].name, src[1].name, "bad.tar", src[2].name]))
+    out = tmp_path / "c"
+    run_iomm("cache", "--model", env["model"], "--data", listing, "--out", out)
+    m = json.loads((out / "manifest.json").read_text())
+    scan = run_iomm("data", "scan", "--data", listing, "--resolution", RES, "--json")
+    s = json.loads(scan.stdout.strip().splitlines()[-1])
+    assert m["input_units"] == 4 and m["unit"] == "tar" and len(m["shards"]) == 4
+    assert m["counts"]["samples"] == s["samples"] == 4 + 1 + 1 + 4, (m["counts"], s)
+    assert m["counts"]["skipped"] == s["skipped"] == {"damaged_shard": 1, "no_image": 1, "undecodable": 1}, \
+        (m["counts"], s)
+    assert m["shards"][1]["skipped"] == {"damaged_shard": 1} and m["shards"][2]["samples"] == 1
+    # A JSONL index of the image files, and the folder holding them, cache the same features.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, payload in sorted(members(src[0]).items()):
+        if name.endswith(".png"):
+            (folder / name).write_bytes(payload)
+    index = tmp_path / "index.jsonl"
+    index.write_text("".join(json.dumps({"image": f"folder/{p.name}"}) + "\n" for p in sorted(folder.glob("*.png"))))
+    run_iomm("cache", "--model", env["model"], "--data", index, "--out", tmp_path / "ci", "--batch-size", 1)
+    run_iomm("cache", "--model", env["model"], "--data", folder, "--out", tmp_path / "cf", "--batch-size", 1)
+    by_index, by_folder = members(tmp_path / "ci/features-000000.tar"), members(tmp_path / "cf/features-000000.tar")
+    assert sorted(by_index) == [f"folder/{k}" for k in sorted(by_folder)]  # keys: paths relative to the index
+    assert [by_index[k] for k in sorted(by_index)] == [by_folder[k] for k in sorted(by_folder)]
+    # A cache is not images: giving one as --data is refused, naming it.
+    p = run_iomm("cache", "--model", env["model"], "--data", out, "--out", tmp_path / "again", check=False)
+    assert p.returncode != 0 and "is a feature cache" in p.stderr, p.stderr
+
+
+def test_iomm_train_on_caches_matches_training_on_the_images(env, tmp_path):
+    """`iomm train` with data.images / data.pairs pointing at caches (pixel space: the identity autoencoder, so the
+    recon grid's input column, the cache's decoded latents, is the images themselves): the same per-step losses
+    as on the images and the same sample grid, byte for byte."""
+    model = tmp_path / "pixel.toml"
+    head = env["model"].read_text().split("[generator]")[0]
+    model.write_text(head.replace(f'autoencoder = "{env["dir"] / "vae"}"\n', "")
+                     + "[generator]\nhidden_size = 16\nnum_heads = 2\ndepth = 1\ndepth_single_blocks = 1\n"
+                     "axes_dim = [2, 2, 4]\nlatent_channels = 3\npatch_size = 4\n"
+                     "[conditioner]\nnum_queries = 4\nnum_heads = 4\n")
+    assert "autoencoder" not in model.read_text()
+    for src, out in [("image", "ci"), ("captioned", "cp")]:
+        run_iomm("cache", "--model", model, "--data", env["world"] / src, "--out", tmp_path / out)
+    runs = {}
+    for name, images, pairs in [("img", env["world"] / "image", env["world"] / "captioned"),
+                                ("cache", tmp_path / "ci", tmp_path / "cp")]:
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(f'[train]\nstage = "pretrain"\ndata = "mix"\nsteps = 3\nbatch_size = 4\nlog_every = 1\n'
+                       f'sample_every = 3\nthreads = 1\n'
+                       f'[data]\nimages = "{images}"\npairs = "{pairs}"\nshuffle_buffer = 8\n')
+        run_iomm("train", "--config", model, "--config", cfg, "--out", tmp_path / name)
+        rows = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = ([r["loss"] for r in rows], (tmp_path / name / "samples/step-00000003-recon.png").read_bytes())
+    assert len(runs["img"][0]) == 3
+    assert runs["cache"][0] == pytest.approx(runs["img"][0], rel=1e-5), runs
+    assert runs["cache"][1] == runs["img"][1]
