@@ -18,10 +18,13 @@ MaskedImageTokens mask_image_tokens(const at::Tensor& c_img, double ratio, at::G
   auto shape = c_img.sizes().vec();
   if (granularity == MaskGranularity::token) shape.pop_back();
   if (ratio == 0.0) return {c_img, torch::ones(shape, c_img.options().dtype(torch::kBool))};
-  // Draw on the CPU generator, then move: the same generator state gives the same mask on every device.
-  auto u = torch::rand(shape, gen, torch::TensorOptions().dtype(torch::kFloat));
-  auto keep = (u >= ratio).to(c_img.device());
+  auto keep = draw_keep_mask(shape, ratio, gen).to(c_img.device());
   return {apply_keep_mask(c_img, keep, granularity), keep};
+}
+
+at::Tensor draw_keep_mask(const std::vector<int64_t>& shape, double ratio, at::Generator& gen) {
+  // Drawn on the CPU generator (moved by the caller): the same generator state gives the same mask on every device.
+  return torch::rand(shape, gen, torch::TensorOptions().dtype(torch::kFloat)) >= ratio;
 }
 
 at::Tensor apply_keep_mask(const at::Tensor& c_img, const at::Tensor& keep, MaskGranularity granularity) {

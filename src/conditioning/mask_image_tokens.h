@@ -3,6 +3,7 @@
 // complete the image from a partial view. ratio = 0 at inference.
 #pragma once
 #include <string>
+#include <vector>
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -23,6 +24,11 @@ struct MaskedImageTokens {
 // (deterministic for a given generator state). ratio ∈ [0, 1]; ratio = 0 returns the input unchanged.
 MaskedImageTokens mask_image_tokens(const at::Tensor& c_img, double ratio, at::Generator& gen,
                                     MaskGranularity granularity = MaskGranularity::token);
+
+// The keep-mask draw alone: bool `shape` ([..., T] for token granularity, c_img's shape for element), each entry
+// true with probability 1 − ratio (ratio > 0). mask_image_tokens draws exactly this; the trainer draws it per
+// sample so that a batch split across ranks or micro-batches masks what the whole batch would.
+at::Tensor draw_keep_mask(const std::vector<int64_t>& shape, double ratio, at::Generator& gen);
 
 // c_img ⊙ M for a given keep-mask (bool, [..., T] for token granularity or c_img's shape for element).
 at::Tensor apply_keep_mask(const at::Tensor& c_img, const at::Tensor& keep,

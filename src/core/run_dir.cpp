@@ -27,6 +27,6 @@ void RunDir::write_config(const Config& cfg) const {
   write_file_atomic(file("config.input.toml"), "# iomm config as given: " + cfg.source() + "\n" + cfg.dump_input());
 }
 
-void RunDir::attach_log() const { log::set_run_file(file("log.txt")); }
+void RunDir::attach_log(const std::string& name) const { log::set_run_file(file(name)); }
 
 }  // namespace iomm

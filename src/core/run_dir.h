@@ -21,8 +21,8 @@ struct RunDir {
   std::string file(const std::string& name) const { return path + "/" + name; }
   // Dumps the resolved and the input config; call after every reader has read its keys.
   void write_config(const Config& cfg) const;
-  // Mirrors the log into RUN/log.txt.
-  void attach_log() const;
+  // Mirrors the log into RUN/log.txt (or RUN/`name`: the other ranks of a data-parallel job keep their own).
+  void attach_log(const std::string& name = "log.txt") const;
 };
 
 }  // namespace iomm

@@ -60,6 +60,15 @@ struct TrainingBatch {
   at::Tensor latents;                 // optional [B, C, h, w]: precomputed (iomm cache, model/features.h)
 };
 
+// One sample's share of the objective's randomness (IommModel::draw_sample_noise): its MIM keep-mask row
+// (undefined unless masked), its timestep [1] and its noise [1, N, C·p²].
+struct SampleNoise {
+  at::Tensor keep, t, noise;
+};
+// Stacks per-sample draws into `batch` (keep only over the masked samples, in batch order, as the conditioner
+// takes it).
+void set_batch_noise(TrainingBatch& batch, const std::vector<SampleNoise>& draws);
+
 struct FlowLoss {
   at::Tensor loss;           // scalar: mean over the batch
   at::Tensor per_sample;     // [B] (detached)
@@ -107,6 +116,10 @@ class IommModel {
   // batch's precomputed latents), x_t = (1−t)x + t·z, loss = ‖v(x_t, t, h) − (z − x)‖². Draws from `gen`: masks,
   // then t, then z — the same draws with images or with cached features.
   FlowLoss loss(const TrainingBatch& batch, const TimestepSampling& timesteps, at::Generator& gen);
+  // One sample's draws of what loss() would otherwise draw for the batch: the keep-mask row when `masked` (a
+  // self-conditioned sample and conditioner.mask_ratio > 0), then t, then z. The trainer draws each sample from its
+  // own generator, so a global batch split across ranks or micro-batches draws what one process would.
+  SampleNoise draw_sample_noise(bool masked, const TimestepSampling& timesteps, at::Generator& gen) const;
 
   // What the frozen models make of images [B, 3, R, R] in [-1, 1]: the latents and c_img (before masking) that
   // loss() computes from them; `iomm cache` stores these (model/features.h).

@@ -7,6 +7,8 @@
 
 #include "model/iomm_model.h"
 
+#include "conditioning/mask_image_tokens.h"
+
 namespace iomm {
 
 FlowLoss IommModel::loss(const TrainingBatch& b, const TimestepSampling& timesteps, at::Generator& gen) {
@@ -27,6 +29,33 @@ FlowLoss IommModel::loss(const TrainingBatch& b, const TimestepSampling& timeste
   auto v = velocity(fp.x_t, t.to(x.device()), cond);
   auto per = (v.to(torch::kFloat) - fp.target.to(torch::kFloat)).pow(2).mean({1, 2});
   return {per.mean(), per.detach()};
+}
+
+SampleNoise IommModel::draw_sample_noise(bool masked, const TimestepSampling& timesteps, at::Generator& gen) const {
+  SampleNoise d;
+  const auto& cc = config_.conditioner;
+  if (masked && cc.mask_ratio > 0) {
+    std::vector<int64_t> shape{conditioner_->image_tokens_per_image()};
+    if (cc.mask_granularity == MaskGranularity::element) shape.push_back(conditioner_->mllm->config.llm.hidden_size);
+    d.keep = draw_keep_mask(shape, cc.mask_ratio, gen);
+  }
+  const int64_t n = image_seq_len(), p = config_.generator.patch_size();
+  d.t = sample_timesteps(timesteps, 1, n, gen);
+  d.noise = at::randn({1, n, config_.generator.latent_channels() * p * p}, gen,
+                      torch::TensorOptions().dtype(torch::kFloat));
+  return d;
+}
+
+void set_batch_noise(TrainingBatch& batch, const std::vector<SampleNoise>& draws) {
+  std::vector<at::Tensor> keep, t, noise;
+  for (auto& d : draws) {
+    if (d.keep.defined()) keep.push_back(d.keep);
+    t.push_back(d.t);
+    noise.push_back(d.noise);
+  }
+  batch.keep = keep.empty() ? at::Tensor() : torch::stack(keep);
+  batch.t = torch::cat(t);
+  batch.noise = torch::cat(noise);
 }
 
 ImageFeatures IommModel::encode_features(const at::Tensor& images) {

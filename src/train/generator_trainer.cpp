@@ -16,6 +16,7 @@
 #include "model/model_dir.h"
 #include "models/mmdit.h"  // pack_latents
 #include "report/image_grid.h"  // iomm::report
+#include "train/data_parallel.h"
 #include "train/mixed_precision.h"
 #include "train/trainer.h"
 #include "train/training_data.h"
@@ -86,26 +87,36 @@ struct Batch {
   std::vector<bool> is_image;  // self-conditioned sample (before CFG dropout)
 };
 
-// The step's draws for each sample (its kind, CFG dropout), then its image from the data in that order.
-Batch draw_batch(const StageSettings& s, TrainingData& data, at::Generator& gen) {
-  int64_t B = s.batch_size;
-  auto u_kind = torch::rand({B}, gen), u_drop = torch::rand({B}, gen);
-  data.begin_batch(B, gen);
-  auto kind = u_kind.accessor<float, 1>(), drop_u = u_drop.accessor<float, 1>();
+// Micro-batch `micro` of rank r of W holds samples [(micro·W + r)·B, +B) of the step's global batch. Each sample
+// draws everything random about it (its kind, CFG dropout, which image for the memory pools, its MIM mask, t and
+// noise) from its own generator (seed, step, global index), so how a global batch is split across processes and
+// micro-batches changes only who computes a sample, never what it is: 2 ranks × B equals 1 rank × 2B.
+int64_t first_sample(const TrainingDataSettings& d, int64_t batch, int64_t micro) {
+  return (micro * d.world_size + d.rank) * batch;
+}
+
+Batch draw_batch(const StageSettings& s, const IommModel& m, TrainingData& data, uint64_t seed, int64_t step,
+                 int64_t first) {
   Batch b;
   std::vector<TrainingImage> taken;
-  for (int64_t i = 0; i < B; ++i) {
-    bool image = s.data == "image" || (s.data == "mix" && kind[i] < s.mix_ratio);
-    bool drop = drop_u[i] < s.cfg_drop && (!image || s.cfg_drop_images);
-    auto x = data.take(image, i);
+  std::vector<SampleNoise> noise;
+  for (int64_t j = first; j < first + s.batch_size; ++j) {
+    auto gen = step_generator(seed, step, j);
+    auto u = torch::rand({2}, gen);
+    auto a = u.accessor<float, 1>();
+    bool image = s.data == "image" || (s.data == "mix" && a[0] < s.mix_ratio);
+    bool drop = a[1] < s.cfg_drop && (!image || s.cfg_drop_images);
+    auto x = data.take(image, gen);
     ConditionInput c = image ? ConditionInput{ConditionKind::image, "", x.image}
                              : ConditionInput{ConditionKind::text, x.caption, {}};
     if (drop) c = {ConditionKind::uncond, "", {}};
+    noise.push_back(m.draw_sample_noise(c.kind == ConditionKind::image, s.timesteps, gen));
     taken.push_back(std::move(x));
     b.batch.conds.push_back(c);
     b.is_image.push_back(image);
   }
   b.batch = training_batch(taken, std::move(b.batch.conds));  // images, or cached features (training_data.h)
+  set_batch_noise(b.batch, noise);
   return b;
 }
 
@@ -162,8 +173,8 @@ class GeneratorStage : public TrainStage {
   void set_training(bool on) override { model_.set_training(on); }
 
   MicroStep micro_step(int64_t step, int64_t micro, double scale) override {
-    auto gen = step_generator(seed_, step, micro);
-    auto b = draw_batch(s_, *data_, gen);
+    auto b = draw_batch(s_, model_, *data_, seed_, step, first_sample(s_.data_settings, s_.batch_size, micro));
+    auto gen = step_generator(seed_, step, -1);  // unused: the batch carries every draw
     FlowLoss fl;
     {
       AutocastScope autocast(model_.config().device, s_.autocast);  // the forward only; backward follows its casts
@@ -171,6 +182,7 @@ class GeneratorStage : public TrainStage {
     }
     (fl.loss * scale).backward();
     MicroStep m;
+    m.parts = {{"loss_image", {0.0, 0}}, {"loss_text", {0.0, 0}}};  // the same keys on every rank, to reduce
     m.loss = fl.loss.item<double>();
     m.samples = int64_t(b.is_image.size());
     auto per_sample = fl.per_sample.to(torch::kCPU, torch::kDouble);
@@ -212,12 +224,29 @@ class GeneratorStage : public TrainStage {
 // Decode workers and torch's intra-op threads share the cores: with train.threads unset, the intra-op pool gets
 // the cores the workers leave (OpenMP threads that share a core with a busy worker spin and yield, and a 2-core
 // step ran 25x slower so). Workers wait on a condition variable when they are ahead, so they cost nothing idle.
-void budget_threads(LoopConfig& loop, const TrainingDataSettings& d) {
-  if (d.loader != "stream" || loop.threads > 0) return;
-  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-  loop.threads = std::max(1, cores - d.workers);
-  spdlog::info("threads: {} intra-op + {} data workers on {} cores (set train.threads to override)", loop.threads,
-               d.workers, cores);
+// Ranks on one node share its cores too: each gets cores / (ranks per node).
+void budget_threads(LoopConfig& loop, const TrainingDataSettings& d, int ranks_per_node) {
+  if (loop.threads > 0 || (d.loader != "stream" && ranks_per_node == 1)) return;
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()) / ranks_per_node);
+  loop.threads = std::max(1, cores - (d.loader == "stream" ? d.workers : 0));
+  spdlog::info("threads: {} intra-op + {} data workers on {} cores per process (set train.threads to override)",
+               loop.threads, d.loader == "stream" ? d.workers : 0, cores);
+}
+
+// The run directory of every rank: rank 0 opens it (refusing to overwrite a run) and writes config and log.txt;
+// the others open it after rank 0 has, and log to log-rank-N.txt.
+RunDir open_run(const std::string& path, bool resume, DataParallel* dp) {
+  if (!dp) {
+    auto run = RunDir::open(path, resume);
+    run.attach_log();
+    return run;
+  }
+  RunDir run{path};
+  if (dp->rank() == 0) run = RunDir::open(path, resume);
+  dp->barrier();
+  if (dp->rank() != 0) run = RunDir::open(path, /*resume=*/true);
+  run.attach_log(dp->rank() == 0 ? "log.txt" : fmt::format("log-rank-{}.txt", dp->rank()));
+  return run;
 }
 
 // The generator's input width comes from stage 1 (its iomm.toml records generator.in_channels, which wins over
@@ -272,11 +301,14 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   auto mc = IommModelConfig::from_config(cfg);
   auto s = read_settings(cfg, mc.dtype);
   auto loop = LoopConfig::from_config(cfg, LoopConfig{});
+  auto pc = ParallelConfig::from_config(cfg);
   cfg.check_unused();
-  auto run = RunDir::open(run_path, resume);
-  run.attach_log();
-  budget_threads(loop, s.data_settings);  // after attach_log: its line belongs in the run's log.txt
-  run.write_config(cfg);
+  auto dp = DataParallel::from_environment(mc.device, pc);
+  if (dp) s.data_settings.rank = dp->rank(), s.data_settings.world_size = dp->world_size();
+  auto run = open_run(run_path, resume, dp.get());
+  if (dp) spdlog::info("data parallel: {}", dp->describe());
+  budget_threads(loop, s.data_settings, dp ? dp->local_world_size() : 1);  // logged into the run's log
+  if (!dp || dp->rank() == 0) run.write_config(cfg);
   apply_process_settings(loop);
 
   auto mllm = mllm_identity(mc.mllm);
@@ -291,14 +323,15 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
   if (s.data_settings.cached) fingerprints = model.feature_fingerprints();
   auto data = open_training_data(s.data_settings, int(mc.resolution), loop.seed, fingerprints);
   spdlog::info("data: {}", data->summary());
-  spdlog::info("{} ({} data, mix_ratio {}): {} steps × {} × {} accumulation = global batch {}; trainable {:.2f}M "
-               "(generator {:.2f}M, adapter {:.2f}M)",
-               s.stage, s.data, s.mix_ratio, loop.steps, s.batch_size, loop.grad_accum,
-               s.batch_size * loop.grad_accum,
+  const int world = dp ? dp->world_size() : 1;
+  spdlog::info("{} ({} data, mix_ratio {}): {} steps × {} × {} accumulation × {} rank(s) = global batch {}; "
+               "trainable {:.2f}M (generator {:.2f}M, adapter {:.2f}M)",
+               s.stage, s.data, s.mix_ratio, loop.steps, s.batch_size, loop.grad_accum, world,
+               s.batch_size * loop.grad_accum * world,
                double(model.generator_parameters() + model.adapter_parameters()) / 1e6,
                double(model.generator_parameters()) / 1e6, double(model.adapter_parameters()) / 1e6);
   GeneratorStage stage(std::move(model), s, std::move(data), loop.seed, std::move(mllm));
-  auto lr = run_training(stage, loop, run, resume);
+  auto lr = run_training(stage, loop, run, resume, dp.get());
   spdlog::info("data at the end: {}", stage.data().summary());
   if (stage.model().truncated_captions())
     spdlog::warn("{} captions were longer than conditioner.max_text_tokens and were truncated",

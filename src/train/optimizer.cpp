@@ -60,6 +60,7 @@ double clip_grad_norm(const NamedTensors& params, double max_norm) {
 // so the arithmetic is PyTorch's.
 struct Optimizer::Impl {
   std::vector<bool> muon;                              // per parameter: updated by Muon
+  std::vector<bool> owned;                             // per parameter: updated here (ZeRO-1 shards)
   std::vector<at::Tensor> exp_avg, exp_avg_sq, steps;  // AdamW state (undefined for Muon parameters)
   std::vector<at::Tensor> momentum;                    // Muon state (undefined for AdamW parameters)
 };
@@ -93,6 +94,7 @@ Optimizer::Optimizer(NamedTensors params, OptimConfig cfg)
     if (!p.requires_grad()) fail("optimizer: parameter {} does not require grad", name);
     bool muon = cfg_.name == "muon" && is_muon_parameter(name, p);
     impl_->muon.push_back(muon);
+    impl_->owned.push_back(true);
     auto zeros = [&] { return at::zeros_like(p, at::MemoryFormat::Contiguous); };
     impl_->momentum.push_back(muon ? zeros() : at::Tensor());
     impl_->exp_avg.push_back(muon ? at::Tensor() : zeros());
@@ -121,7 +123,7 @@ double Optimizer::step(int64_t step) {
   std::map<std::pair<int, int>, std::vector<size_t>> groups;  // (device index, dtype) -> params
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
-    if (!p.grad().defined() || impl_->muon[i]) continue;
+    if (!p.grad().defined() || impl_->muon[i] || !impl_->owned[i]) continue;
     groups[{int(p.device().type()) * 1000 + p.device().index(), int(p.scalar_type())}].push_back(i);
   }
   torch::NoGradGuard no_grad;
@@ -149,7 +151,7 @@ double Optimizer::step(int64_t step) {
 void Optimizer::muon_step(double lr) {
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
-    if (!impl_->muon[i] || !p.grad().defined()) continue;
+    if (!impl_->muon[i] || !impl_->owned[i] || !p.grad().defined()) continue;
     auto g = p.grad();
     auto& m = impl_->momentum[i];
     m.lerp_(g, 1.0 - cfg_.muon_momentum);
@@ -172,16 +174,30 @@ void Optimizer::fail_if_stuck(int64_t limit, const std::string& what, int64_t st
 std::map<std::string, at::Tensor> Optimizer::state() const {
   std::map<std::string, at::Tensor> out;
   for (size_t i = 0; i < params_.size(); ++i) {
-    const auto& name = params_[i].first;
-    if (impl_->muon[i]) {
-      out[name + ".momentum_buffer"] = impl_->momentum[i];
-      continue;
-    }
-    out[name + ".exp_avg"] = impl_->exp_avg[i];
-    out[name + ".exp_avg_sq"] = impl_->exp_avg_sq[i];
-    out[name + ".step"] = impl_->steps[i];
+    if (!impl_->owned[i]) continue;
+    for (auto& [key, t] : state_of(i)) out[key] = t;
   }
   return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Optimizer::state_of(size_t i) const {
+  const auto& [name, p] = params_[i];
+  auto get = [&](const at::Tensor& t, const at::Tensor& like) {
+    return impl_->owned[i] ? t : at::zeros_like(like, at::MemoryFormat::Contiguous);
+  };
+  if (impl_->muon[i]) return {{name + ".momentum_buffer", get(impl_->momentum[i], p)}};
+  auto step_like = at::zeros({}, p.options().dtype(at::kFloat));
+  return {{name + ".exp_avg", get(impl_->exp_avg[i], p)},
+          {name + ".exp_avg_sq", get(impl_->exp_avg_sq[i], p)},
+          {name + ".step", get(impl_->steps[i], step_like)}};
+}
+
+void Optimizer::shard(const std::vector<bool>& owned) {
+  if (owned.size() != params_.size())
+    fail("optimizer: {} ownership flags for {} parameters", owned.size(), params_.size());
+  impl_->owned = owned;
+  for (size_t i = 0; i < owned.size(); ++i)
+    if (!owned[i]) impl_->momentum[i] = impl_->exp_avg[i] = impl_->exp_avg_sq[i] = impl_->steps[i] = at::Tensor();
 }
 
 void Optimizer::load_state(const std::map<std::string, at::Tensor>& state, const std::string& source) {
@@ -199,6 +215,7 @@ void Optimizer::load_state(const std::map<std::string, at::Tensor>& state, const
   };
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& name = params_[i].first;
+    if (!impl_->owned[i]) continue;
     if (impl_->muon[i]) {
       take(name + ".momentum_buffer", impl_->momentum[i]);
       continue;

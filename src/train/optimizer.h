@@ -75,9 +75,15 @@ class Optimizer {
   // budget on nothing. `what` names the run (stage), `kept` where its last saved state is.
   void fail_if_stuck(int64_t limit, const std::string& what, int64_t step, const std::string& kept) const;
   const OptimConfig& config() const { return cfg_; }
+  // ZeRO-1: this process updates and keeps state for the parameters with owned[i] only; the grad norm (clipping,
+  // the non-finite skip) still covers all of them, so every rank takes the same decision.
+  void shard(const std::vector<bool>& owned);
+  // Parameter i's state entries by name (zeros of the right shapes where this process does not own it): what a
+  // ZeRO-1 checkpoint gathers from the owners.
+  std::vector<std::pair<std::string, at::Tensor>> state_of(size_t i) const;
   // "NAME.exp_avg", "NAME.exp_avg_sq", "NAME.step" for every AdamW parameter, "NAME.momentum_buffer" for Muon's.
   std::map<std::string, at::Tensor> state() const;
-  // Restores state(); fails naming the first missing or mis-shaped entry.
+  // Restores state() (the owned parameters' entries); fails naming the first missing or mis-shaped entry.
   void load_state(const std::map<std::string, at::Tensor>& state, const std::string& source);
 
  private:

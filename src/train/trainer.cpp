@@ -14,6 +14,7 @@
 #include "core/progress.h"
 #include "core/run_dir.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/determinism.h"
 
 namespace iomm {
@@ -54,8 +55,32 @@ struct LoopState {
   Optimizer opt;
   std::optional<Ema> ema;
 
-  LoopState(NamedTensors p, const LoopConfig& c) : params(std::move(p)), opt(params, c.optim) {
+  DataParallel* dp = nullptr;  // null: one process
+  std::vector<int> owners;     // ZeRO-1: the rank that updates each parameter (empty: all update all)
+
+  LoopState(NamedTensors p, const LoopConfig& c, DataParallel* d) : params(std::move(p)), opt(params, c.optim), dp(d) {
     if (c.ema_decay > 0) ema.emplace(params, c.ema_decay);
+    if (dp && dp->zero1()) {
+      owners = dp->owners(params);
+      std::vector<bool> owned;
+      for (int o : owners) owned.push_back(o == dp->rank());
+      opt.shard(owned);
+    }
+  }
+  bool main() const { return !dp || dp->rank() == 0; }
+
+  // The whole optimizer state on rank 0 (ZeRO-1 gathers each parameter's from its owner); the others get {}.
+  std::map<std::string, at::Tensor> optimizer_state() const {
+    if (owners.empty()) return opt.state();
+    std::map<std::string, at::Tensor> out;
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto entries = opt.state_of(i);
+      NamedTensors ts(entries.begin(), entries.end());
+      dp->broadcast_parameters(ts, owners[i]);
+      if (main())
+        for (auto& [k, t] : entries) out[k] = t;
+    }
+    return out;
   }
 
   // Runs `fn` with the EMA weights swapped in (sampling, export), then puts the trained weights back.
@@ -71,14 +96,19 @@ struct LoopState {
   }
 };
 
+// Every rank takes part (the data positions and ZeRO-1 shards are gathered); rank 0 writes.
 void save(const LoopState& st, const LoopConfig& c, const TrainStage& stage, const RunDir& run, int64_t step) {
+  auto data = st.dp ? combine_data_states(st.dp->gather_strings(stage.data_state().dump())) : stage.data_state();
+  auto optimizer = st.optimizer_state();
+  if (!st.main()) return;
   TrainCheckpoint ck;
   ck.step = step;
   for (auto& [n, p] : st.params) ck.files["model"][n] = p.detach();
-  ck.files["optimizer"] = st.opt.state();
+  ck.files["optimizer"] = std::move(optimizer);
   if (st.ema) ck.files["ema"] = st.ema->tensors();
   ck.state = {{"step", step}, {"stage", stage.name()}, {"seed", c.seed}, {"determinism", determinism_fingerprint()}};
-  if (auto d = stage.data_state(); !d.is_null()) ck.state["data"] = d;
+  if (st.dp) ck.state["world_size"] = st.dp->world_size();
+  if (!data.is_null()) ck.state["data"] = data;
   if (auto f = stage.frozen(); !f.is_null()) ck.state["frozen"] = f;
   save_checkpoint(run.path, ck, int(c.keep_last));
 }
@@ -108,8 +138,11 @@ int64_t restore(LoopState& st, TrainStage& stage, const LoopConfig& c, const Run
     st.ema->load(ck.files.at("ema"), *dir + "/ema.safetensors");
   }
   if (ck.state.contains("determinism")) warn_determinism_mismatches(ck.state["determinism"], *dir);
-  stage.restore_data_state(ck.state.value("data", nlohmann::json()), *dir);
-  spdlog::info("resumed from {} at step {}", *dir, ck.step);
+  auto data = ck.state.value("data", nlohmann::json());
+  if (st.dp) data = data_state_for_rank(data, st.dp->rank(), st.dp->world_size(), *dir);
+  stage.restore_data_state(data, *dir);
+  spdlog::info("resumed from {} at step {} (written by {} process(es), continuing on {})", *dir, ck.step,
+               ck.state.value("world_size", 1), st.dp ? st.dp->world_size() : 1);
   return ck.step;
 }
 
@@ -123,6 +156,16 @@ struct Window {
   void add(const MicroStep& m) {
     samples += m.samples;
     for (auto& [k, v] : m.parts) parts[k].first += v.first, parts[k].second += v.second;
+  }
+  // The window of the whole job: samples and the parts summed over ranks (the loss is already the global mean).
+  // The parts' keys must be the same on every rank (the stages report each key on every step).
+  void reduce(DataParallel& dp) {
+    std::vector<double> v = {double(samples)};
+    for (auto& [k, p] : parts) v.push_back(p.first), v.push_back(double(p.second));
+    dp.sum(v);
+    samples = int64_t(v[0]);
+    size_t i = 1;
+    for (auto& [k, p] : parts) p.first = v[i++], p.second = int64_t(v[i++]);
   }
   nlohmann::json record(int64_t done, double grad_norm, double lr, int64_t skipped) const {
     double dt = std::max(std::chrono::duration<double>(Clock::now() - t0).count(), 1e-9);
@@ -144,7 +187,12 @@ std::pair<double, double> optimizer_step(TrainStage& stage, LoopState& st, const
     loss += m.loss / double(c.grad_accum);
     w.add(m);
   }
+  if (st.dp) {  // once per optimizer step, however many micro-batches it accumulated
+    st.dp->average_gradients(st.params);
+    loss = st.dp->mean(loss);
+  }
   double gn = st.opt.step(step);
+  if (!st.owners.empty()) st.dp->broadcast_from_owners(st.params, st.owners);
   st.opt.fail_if_stuck(c.max_skipped_in_a_row, stage.name(), step + 1, run.file("checkpoints"));
   if (st.ema) st.ema->update(st.params, st.ema->warmup_decay(step));
   return {loss, gn};
@@ -177,19 +225,38 @@ void apply_process_settings(const LoopConfig& c) {
   at::set_num_threads(int(c.threads > 0 ? c.threads : std::max(1u, std::thread::hardware_concurrency())));
 }
 
-LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& run, bool resume) {
+// One logging window's row: written by rank 0, with every rank's samples, parts and skip counts.
+void log_window(Window& w, LoopState& st, TrainStage& stage, std::optional<MetricsWriter>& metrics,
+                const LoopConfig& c, int64_t step, double gn) {
+  auto data = stage.data_metrics();
+  if (st.dp) {
+    w.reduce(*st.dp);
+    data = combine_data_metrics(st.dp->gather_strings(data.dump()));
+  }
+  if (!metrics) return;
+  auto row = w.record(step + 1, gn, lr_at(c.optim, step), st.opt.skipped());
+  if (data.is_object()) row.update(data);
+  metrics->write(row);
+}
+
+LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& run, bool resume, DataParallel* dp) {
   auto t0 = Clock::now();
   apply_process_settings(c);
-  LoopState st(stage.parameters(), c);
+  LoopState st(stage.parameters(), c, dp);
   int64_t start = resume ? restore(st, stage, c, run) : 0;
-  // Rows past the checkpoint are redone below: without this, metrics.jsonl would hold those steps twice.
-  if (resume && start > 0) drop_rows_after_step(run.file("metrics.jsonl"), start);
-  MetricsWriter metrics(run.file("metrics.jsonl"), resume && start > 0);
+  if (dp) dp->broadcast_parameters(st.params);  // one set of weights, whatever each rank initialised or read
+  std::optional<MetricsWriter> metrics;
+  std::optional<ProgressBar> bar;
+  if (st.main()) {
+    // Rows past the checkpoint are redone below: without this, metrics.jsonl would hold those steps twice.
+    if (resume && start > 0) drop_rows_after_step(run.file("metrics.jsonl"), start);
+    metrics.emplace(run.file("metrics.jsonl"), resume && start > 0);
+    bar.emplace(c.steps, stage.name(), "step");
+    bar->update(start);
+  }
   const int64_t end = c.stop_at > 0 ? std::min(c.stop_at, c.steps) : c.steps;
   const int64_t saves_left = (c.checkpoint_every > 0 ? (end - start) / c.checkpoint_every : 0) + 1;
   check_checkpoint_space(run.path, estimated_checkpoint_bytes(st), int(c.keep_last), saves_left);
-  ProgressBar bar(c.steps, stage.name(), "step");
-  bar.update(start);
   Window w;
   LoopResult r;
   stage.set_training(true);
@@ -197,22 +264,20 @@ LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& ru
     auto [loss, gn] = optimizer_step(stage, st, c, run, step, w);
     w.loss += loss;
     ++w.steps;
-    bar.update(1, fmt::format("loss={:.4f}", loss));
+    if (bar) bar->update(1, fmt::format("loss={:.4f}", loss));
     int64_t done = step + 1;
     if (done % c.log_every == 0 || done == c.steps) {
-      auto row = w.record(done, gn, lr_at(c.optim, step), st.opt.skipped());
-      if (auto d = stage.data_metrics(); d.is_object()) row.update(d);
-      metrics.write(row);
+      log_window(w, st, stage, metrics, c, step, gn);
       r.final_loss = w.loss / double(w.steps);
       w = Window{};
     }
-    if (c.sample_every > 0 && (done % c.sample_every == 0 || done == c.steps)) {
+    if (st.main() && c.sample_every > 0 && (done % c.sample_every == 0 || done == c.steps)) {
       st.with_ema([&] { stage.write_samples(run.file("samples"), done); });
       stage.set_training(true);  // sampling switched to eval
     }
     if (c.checkpoint_every > 0 && done % c.checkpoint_every == 0 && done != end) save(st, c, stage, run, done);
   }
-  bar.finish();
+  if (bar) bar->finish();
   r.steps = std::max(start, end);
   save(st, c, stage, run, r.steps);
   if (st.opt.skipped()) spdlog::warn("{} steps had a non-finite gradient norm and were skipped", st.opt.skipped());
@@ -221,11 +286,13 @@ LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& ru
     spdlog::info("{}: stopped at step {} of {} (train.stop_at); continue with --resume", stage.name(), end, c.steps);
     return r;
   }
-  export_final(stage, st, run);
+  if (st.main()) {
+    export_final(stage, st, run);
+    r.model_dir = run.file("model");
+  }
   r.finished = true;
-  r.model_dir = run.file("model");
-  spdlog::info("{} done: {} steps in {:.1f}s, loss {:.4f}; model in {}", stage.name(), c.steps, r.seconds,
-               r.final_loss, r.model_dir);
+  spdlog::info("{} done: {} steps in {:.1f}s, loss {:.4f}{}", stage.name(), c.steps, r.seconds, r.final_loss,
+               r.model_dir.empty() ? "" : "; model in " + r.model_dir);
   return r;
 }
 

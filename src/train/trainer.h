@@ -84,7 +84,11 @@ struct LoopResult {
   std::string model_dir;   // RUN/model when finished
 };
 
-LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& run, bool resume);
+class DataParallel;
+
+// `dp`: the data-parallel group when the job has several processes (train/data_parallel.h), else null.
+LoopResult run_training(TrainStage& stage, const LoopConfig& c, const RunDir& run, bool resume,
+                        DataParallel* dp = nullptr);
 
 // Deterministic mode and the intra-op thread count of `c`; run_training calls it too, stages call it before they
 // build their model so that set-up runs under the same settings.

@@ -73,14 +73,10 @@ class MemoryData : public TrainingData {
     if (images_) spdlog::info("image-only data: {} ({})", s.images, images_->stats.summary());
     if (pairs_) spdlog::info("pairs: {} ({})", s.pairs, pairs_->stats.summary());
   }
-  void begin_batch(int64_t B, at::Generator& gen) override {
-    i_img_ = torch::randint(image_source().size(), {B}, gen);
-    i_pair_ = torch::randint(pairs_ ? pairs_->size() : 1, {B}, gen);
-  }
-  TrainingImage take(bool image_only, int64_t i) override {
-    if (image_only) return {image_source().batch({i_img_[i].item<int64_t>()})[0], "", std::nullopt};
-    int64_t k = i_pair_[i].item<int64_t>();
-    return {pairs_->batch({k})[0], pairs_->captions[size_t(k)], std::nullopt};
+  TrainingImage take(bool image_only, at::Generator& gen) override {
+    auto& pool = image_only ? image_source() : *pairs_;
+    int64_t k = torch::randint(pool.size(), {1}, gen).item<int64_t>();
+    return {pool.batch({k})[0], image_only ? "" : pairs_->captions[size_t(k)], std::nullopt};
   }
   at::Tensor preview_images(int64_t n) override {
     std::vector<int64_t> idx;
@@ -98,7 +94,6 @@ class MemoryData : public TrainingData {
  private:
   const data::ImagePool& image_source() const { return images_ ? *images_ : *pairs_; }
   std::optional<data::ImagePool> images_, pairs_;
-  at::Tensor i_img_, i_pair_;
 };
 
 // A cache cut by `iomm cache --limit` is usable but holds part of its input (fewer units, so another order too).
@@ -165,8 +160,7 @@ class StreamData : public TrainingData {
       pairs_.emplace(open_source(s.pairs, "pairs", s.cached, model, pairs_cache_), o);
     }
   }
-  void begin_batch(int64_t, at::Generator&) override {}
-  TrainingImage take(bool image_only, int64_t) override {
+  TrainingImage take(bool image_only, at::Generator&) override {
     auto x = (image_only ? image_source() : *pairs_).next();
     std::string caption = image_only ? "" : x.caption;
     if (x.features) return {at::Tensor(), std::move(caption), std::move(x.features)};

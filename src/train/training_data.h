@@ -55,11 +55,10 @@ struct TrainingImage {
 class TrainingData {
  public:
   virtual ~TrainingData() = default;
-  // Before the samples of a micro-batch of `batch` (after the stage's own draws from `gen`): the memory pools
-  // draw their indices here, so their random sequence is what it always was.
-  virtual void begin_batch(int64_t batch, at::Generator& gen) = 0;
-  // Sample `i` of the batch: from the image-only source (`image_only`), else from the pairs.
-  virtual TrainingImage take(bool image_only, int64_t i) = 0;
+  // One sample, from the image-only source (`image_only`) or else from the pairs. The memory pools draw which one
+  // from `gen` (the sample's own generator, so the draw does not depend on how a batch is split); the streams hand
+  // out their next sample.
+  virtual TrainingImage take(bool image_only, at::Generator& gen) = 0;
   // The first `n` images of the image source, float [n, 3, R, R] in [-1, 1]: the reconstruction grids' inputs.
   virtual at::Tensor preview_images(int64_t n) = 0;
   // From a feature cache, which has no pixels: the image source's first `n` cached samples instead (the grids then
