@@ -171,6 +171,7 @@ class GeneratorStage : public TrainStage {
   std::string name() const override { return s_.stage; }
   NamedTensors parameters() override { return model_.trainable(); }
   void set_training(bool on) override { model_.set_training(on); }
+  int64_t micro_batch() const override { return s_.batch_size; }
 
   MicroStep micro_step(int64_t step, int64_t micro, double scale) override {
     auto b = draw_batch(s_, model_, *data_, seed_, step, first_sample(s_.data_settings, s_.batch_size, micro));

@@ -96,6 +96,21 @@ struct LoopState {
   }
 };
 
+int64_t global_batch(const LoopState& st, const LoopConfig& c, const TrainStage& stage) {
+  return stage.micro_batch() * c.grad_accum * (st.dp ? st.dp->world_size() : 1);
+}
+
+// A resume may change the world size; the global batch (batch_size × grad_accum × ranks) should stay, or the run
+// continues with other samples per step than it was started with. Said, not refused: it can be on purpose.
+void check_global_batch(const nlohmann::json& state, int64_t now, const std::string& dir) {
+  const int64_t was = state.value("global_batch", int64_t(0));
+  if (was > 0 && now > 0 && was != now)
+    spdlog::warn("{} was written at a global batch of {} samples per step, this run has {} (train.batch_size × "
+                 "train.grad_accum × ranks): from here the steps draw other samples; to continue the same run, set "
+                 "train.batch_size so that the product is {}",
+                 dir, was, now, was);
+}
+
 // Every rank takes part (the data positions and ZeRO-1 shards are gathered); rank 0 writes.
 void save(const LoopState& st, const LoopConfig& c, const TrainStage& stage, const RunDir& run, int64_t step) {
   auto data = st.dp ? combine_data_states(st.dp->gather_strings(stage.data_state().dump())) : stage.data_state();
@@ -108,6 +123,7 @@ void save(const LoopState& st, const LoopConfig& c, const TrainStage& stage, con
   if (st.ema) ck.files["ema"] = st.ema->tensors();
   ck.state = {{"step", step}, {"stage", stage.name()}, {"seed", c.seed}, {"determinism", determinism_fingerprint()}};
   if (st.dp) ck.state["world_size"] = st.dp->world_size();
+  if (auto g = global_batch(st, c, stage); g > 0) ck.state["global_batch"] = g;
   if (!data.is_null()) ck.state["data"] = data;
   if (auto f = stage.frozen(); !f.is_null()) ck.state["frozen"] = f;
   save_checkpoint(run.path, ck, int(c.keep_last));
@@ -138,6 +154,7 @@ int64_t restore(LoopState& st, TrainStage& stage, const LoopConfig& c, const Run
     st.ema->load(ck.files.at("ema"), *dir + "/ema.safetensors");
   }
   if (ck.state.contains("determinism")) warn_determinism_mismatches(ck.state["determinism"], *dir);
+  check_global_batch(ck.state, global_batch(st, c, stage), *dir);
   auto data = ck.state.value("data", nlohmann::json());
   if (st.dp) data = data_state_for_rank(data, st.dp->rank(), st.dp->world_size(), *dir);
   stage.restore_data_state(data, *dir);

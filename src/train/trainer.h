@@ -60,6 +60,9 @@ class TrainStage {
   virtual std::string name() const = 0;  // "pretrain", "finetune", "understanding": logs and progress
   virtual NamedTensors parameters() = 0;  // trainable, by checkpoint name
   virtual void set_training(bool on) = 0;
+  // Samples per micro-batch on one process (0: not stated); with grad_accum and the ranks, the global batch a
+  // checkpoint records, so that a resume on another world size can say when it changed.
+  virtual int64_t micro_batch() const { return 0; }
   // Forward and backward of micro-batch `micro` of optimizer step `step`; the loss is multiplied by `scale`
   // (1 / grad_accum) before backward.
   virtual MicroStep micro_step(int64_t step, int64_t micro, double scale) = 0;
