@@ -18,6 +18,8 @@
 
 #include "cli/command.h"
 #include "core/config.h"
+#include "model/generator.h"
+#include "train/memory_estimate.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/safetensors.h"
@@ -36,7 +38,30 @@ struct InspectOptions {
   uint64_t max_shard_bytes = 0;
   bool pread = false;
   std::string config;  // model config: checkpoint vs. config check (see the header comment)
+  bool memory = false;  // --memory: the training memory estimate of --config (train/memory_estimate.h)
+  int64_t batch = 1, resolution = 512, checkpointing = 1, zero1 = 1;
+  bool fp32 = false;
 };
+
+// The generator's share of a training run's memory per device, from the config alone: no MLLM is read, so the
+// adapter and the frozen MLLM are not in it (a run prints the full estimate at its start).
+void print_memory(const InspectOptions& o, iomm::Config& cfg) {
+  const int64_t width = cfg.get_int("generator.context_in_dim", cfg.get_int("generator.cap_feat_dim", 1536));
+  auto g = iomm::GeneratorConfig::from_config(cfg, "generator", width);
+  const int64_t side = o.resolution / 8 / g.patch_size();  // the FLUX VAE's 8× downsampling, then the patches
+  iomm::MemoryInputs in;
+  in.trainable_params = g.arch == "zimage" ? iomm::zimage_parameter_count(g.zimage) : iomm::mmdit_parameter_count(g.mmdit);
+  in.zero1_ranks = int(o.zero1);
+  in.activation_bytes = o.fp32 ? 4 : 2;
+  in.checkpoint_every = o.checkpointing;
+  in.image_tokens = side * side;
+  in.context_tokens = cfg.get_int("conditioner.num_queries", 256);
+  in.batch = o.batch;
+  fmt::print("{} at {}², batch {} per device, {}, activation checkpointing every {} block(s), ZeRO-1 over {} "
+             "rank(s); generator only (the adapter and the frozen MLLM come on top: a run prints them):\n{}\n",
+             o.config, o.resolution, o.batch, o.fp32 ? "fp32" : "bf16 autocast", o.checkpointing, o.zero1,
+             estimate_memory(g, in).describe());
+}
 
 // 1570000000 -> "1.57B": the scale people read parameter counts in.
 std::string human_count(uint64_t n) {
@@ -138,6 +163,10 @@ int run_zimage_config_check(const InspectOptions& o, iomm::Config& cfg) {
 
 int run_config_check(const InspectOptions& o) {
   auto cfg = iomm::Config::load(o.config);
+  if (o.memory) {
+    print_memory(o, cfg);
+    return 0;
+  }
   if (cfg.has("generator.arch") && cfg.get_choice("generator.arch", "mmdit", {"mmdit", "zimage"}) == "zimage")
     return run_zimage_config_check(o, cfg);
   auto mc = iomm::MMDiTConfig::from_config(cfg, "generator");
@@ -180,6 +209,14 @@ iomm::cli::Register reg{{"inspect", "List the tensors, metadata and parameter co
                    "model config (TOML with a [generator] table): print its parameter count; with PATH, check the "
                    "checkpoint's names and shapes against it")
         ->check(CLI::ExistingFile);
+    app.add_flag("--memory", o->memory, "with --config: the training memory estimate per device (generator share)");
+    app.add_option("--batch", o->batch, "--memory: samples per device and micro-batch")->check(CLI::PositiveNumber);
+    app.add_option("--resolution", o->resolution, "--memory: image side in pixels")->check(CLI::Range(16, 8192));
+    app.add_option("--checkpointing", o->checkpointing, "--memory: recompute every N-th block (0 = off)")
+        ->check(CLI::Range(0, 1000));
+    app.add_option("--zero1", o->zero1, "--memory: ranks the optimizer state is sharded over")
+        ->check(CLI::Range(1, 1000000));
+    app.add_flag("--fp32", o->fp32, "--memory: fp32 activations (default: bf16 autocast)");
     app.add_flag("--json", o->json, "print one JSON object instead of a table");
     app.add_option("--save-copy", o->save_copy, "write every tensor (read through libtorch) to this path")
         ->group("");

@@ -17,6 +17,9 @@
 #include "models/mmdit.h"  // pack_latents
 #include "report/image_grid.h"  // iomm::report
 #include "train/data_parallel.h"
+#include "models/hf_config.h"  // dtype_from_name
+#include "train/memory_estimate.h"
+#include "train/optimizer.h"  // is_muon_parameter
 #include "train/mixed_precision.h"
 #include "train/trainer.h"
 #include "train/training_data.h"
@@ -250,6 +253,31 @@ RunDir open_run(const std::string& path, bool resume, DataParallel* dp) {
   return run;
 }
 
+// What a device will hold (train/memory_estimate.h), logged before the first step so that a run that cannot fit
+// says so up front, and so that users can size GPUs from a short run on a small one.
+MemoryEstimate memory_estimate(const IommModel& m, const StageSettings& s, const LoopConfig& loop, int zero1_ranks) {
+  const auto& mc = m.config();
+  MemoryInputs in;
+  in.trainable_params = m.generator_parameters() + m.adapter_parameters();
+  for (const auto& [name, p] : m.trainable())
+    if (is_muon_parameter(name, p)) in.matrix_params += p.numel();
+  if (loop.optim.name != "muon") in.matrix_params = 0;
+  in.optimizer = loop.optim.name;
+  in.zero1_ranks = zero1_ranks;
+  in.ema = loop.ema_decay > 0;
+  for (const auto& p : m.conditioner().mllm->parameters()) in.frozen_bytes += p.numel() * int64_t(p.element_size());
+  in.activation_bytes = s.autocast != "none" ? 2 : int(c10::elementSize(dtype_from_name(mc.dtype)));
+  in.checkpoint_every = s.activation_checkpointing;
+  in.attention_scores = mc.device == "cpu";
+  in.image_tokens = m.image_seq_len();
+  const auto& cc = mc.conditioner;
+  in.context_tokens = cc.rqa.num_queries;
+  if (cc.cond_tokens == "all")  // the longer of an image condition's prefix and a caption's, plus the queries
+    in.context_tokens += std::max(m.conditioner().image_tokens_per_image(), cc.templates.max_text_tokens) + 32;
+  in.batch = s.batch_size;
+  return estimate_memory(mc.generator, in);
+}
+
 // The generator's input width comes from stage 1 (its iomm.toml records generator.in_channels, which wins over
 // latent_channels: that key only sets in_channels' default). A different generator.latent_channels for stage 2 was
 // recorded in config.toml and ignored; refused instead.
@@ -320,6 +348,7 @@ GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_pa
     spdlog::info("{}: initialised from {}", s.stage, init_from);
   }
   model.set_activation_checkpointing(s.activation_checkpointing);
+  spdlog::info("{}", memory_estimate(model, s, loop, dp && pc.zero1 ? dp->world_size() : 1).describe());
   std::optional<data::FeatureFingerprints> fingerprints;  // what a feature cache must have been made with
   if (s.data_settings.cached) fingerprints = model.feature_fingerprints();
   auto data = open_training_data(s.data_settings, int(mc.resolution), loop.seed, fingerprints);
