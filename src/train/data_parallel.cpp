@@ -3,7 +3,11 @@
 #include <algorithm>
 #include <numeric>
 
+#include <mutex>
+
 #include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include "core/config.h"
@@ -16,6 +20,8 @@ ParallelConfig ParallelConfig::from_config(Config& cfg) {
   ParallelConfig c;
   c.timeout_s = cfg.get_int("dist.timeout_s", c.timeout_s, 5, 86400);
   c.zero1 = cfg.get_bool("dist.zero1", c.zero1);
+  c.overlap = cfg.get_bool("dist.overlap", c.overlap);
+  c.bucket_mb = cfg.get_double("dist.bucket_mb", c.bucket_mb, 0.001, 4096.0);
   return c;
 }
 
@@ -30,13 +36,127 @@ DataParallel::DataParallel(std::unique_ptr<ProcessGroup> pg, ParallelConfig c, i
     : pg_(std::move(pg)), config_(c), local_world_size_(local_world_size) {}
 DataParallel::~DataParallel() = default;
 
+struct DataParallel::Buckets {
+  NamedTensors params;
+  std::vector<size_t> bucket_of;                 // per parameter
+  std::vector<std::vector<size_t>> members;      // per bucket, its parameters
+  std::vector<size_t> ready;                     // per bucket, parameters whose gradient is in (this backward)
+  std::vector<bool> seen;                        // per parameter, in this backward
+  std::vector<at::Tensor> flat;                  // per bucket, the buffer in flight
+  std::vector<std::shared_ptr<ProcessGroup::Pending>> pending;
+  size_t next = 0;                               // the next bucket to start: always in index order
+  bool syncing = false;
+  bool reported = false;
+  std::mutex mutex;                              // hooks run on the autograd engine's threads
+};
+
+namespace {
+
+// Called by autograd after a parameter's gradient was accumulated into .grad (AccumulateGrad's post hook).
+struct GradientReadyHook : torch::autograd::PostAccumulateGradHook {
+  GradientReadyHook(std::function<void()> f) : on_ready(std::move(f)) {}
+  void operator()(const torch::autograd::Variable&) override { on_ready(); }
+  std::function<void()> on_ready;
+};
+
+}  // namespace
+
+void DataParallel::attach_gradient_hooks(const NamedTensors& params) {
+  buckets_ = std::make_unique<Buckets>();
+  auto& b = *buckets_;
+  b.params = params;
+  b.bucket_of.assign(params.size(), 0);
+  const uint64_t cap = uint64_t(config_.bucket_mb * 1024 * 1024);
+  uint64_t bytes = cap;  // start a new bucket on the first parameter
+  for (size_t k = params.size(); k-- > 0;) {  // reverse: the last layers' gradients are complete first
+    const auto& p = params[k].second;
+    bool fits = !b.members.empty() && bytes + p.nbytes() <= cap &&
+                p.scalar_type() == params[b.members.back().front()].second.scalar_type();
+    if (!fits) b.members.emplace_back(), bytes = 0;
+    b.members.back().push_back(k);
+    b.bucket_of[k] = b.members.size() - 1;
+    bytes += p.nbytes();
+  }
+  b.ready.assign(b.members.size(), 0);
+  b.seen.assign(params.size(), false);
+  b.flat.resize(b.members.size());
+  b.pending.resize(b.members.size());
+  for (size_t k = 0; k < params.size(); ++k)
+    torch::autograd::impl::set_post_acc_grad_hooks(
+        params[k].second, std::make_unique<GradientReadyHook>([this, k] { gradient_ready(k); }));
+  spdlog::info("gradient all-reduce overlapped with backward: {} parameters in {} buckets of <= {:g} MiB",
+               params.size(), b.members.size(), config_.bucket_mb);
+}
+
+void DataParallel::begin_sync() {
+  std::lock_guard<std::mutex> lock(buckets_->mutex);
+  buckets_->syncing = true;
+}
+
+void DataParallel::gradient_ready(size_t k) {
+  auto& b = *buckets_;
+  std::lock_guard<std::mutex> lock(b.mutex);
+  if (!b.syncing) return;
+  const size_t bucket = b.bucket_of[k];
+  // A second accumulation into a parameter after its bucket left would be lost: refuse rather than average stale
+  // gradients (a parameter used in two reentrant backward passes could do this).
+  if (b.seen[k] && bucket < b.next)
+    fail("{}: its gradient was accumulated twice in one backward, after its bucket's all-reduce had started; set "
+         "dist.overlap = false",
+         b.params[k].first);
+  if (b.seen[k]) return;
+  b.seen[k] = true;
+  ++b.ready[bucket];
+  while (b.next < b.members.size() && b.ready[b.next] == b.members[b.next].size()) start_bucket(b.next++);
+}
+
+void DataParallel::start_bucket(size_t i) {
+  auto& b = *buckets_;
+  std::vector<at::Tensor> parts;
+  for (size_t k : b.members[i]) {
+    auto& p = b.params[k].second;
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    parts.push_back(p.grad().reshape(-1));
+  }
+  b.flat[i] = torch::cat(parts);
+  b.pending[i] = pg_->start_all_reduce_sum(b.flat[i]);
+}
+
+void DataParallel::finish_gradients() {
+  auto& b = *buckets_;
+  std::lock_guard<std::mutex> lock(b.mutex);
+  if (!b.reported) {  // once: how much of the communication the overlap actually moved into backward
+    spdlog::info("first step: {} of {} gradient buckets started their all-reduce during backward", b.next,
+                 b.members.size());
+    b.reported = true;
+  }
+  while (b.next < b.members.size()) start_bucket(b.next++);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < b.members.size(); ++i) {
+    pg_->wait(b.pending[i]);
+    b.flat[i].div_(world_size());
+    int64_t off = 0;
+    for (size_t k : b.members[i]) {
+      auto& g = b.params[k].second.mutable_grad();
+      g.copy_(b.flat[i].narrow(0, off, g.numel()).view_as(g));
+      off += g.numel();
+    }
+    b.flat[i] = at::Tensor(), b.pending[i] = nullptr;
+  }
+  std::fill(b.ready.begin(), b.ready.end(), size_t{0});
+  std::fill(b.seen.begin(), b.seen.end(), false);
+  b.next = 0;
+  b.syncing = false;
+}
+
 int DataParallel::rank() const { return pg_->rank(); }
 int DataParallel::world_size() const { return pg_->size(); }
 int DataParallel::local_world_size() const { return local_world_size_; }
 
 std::string DataParallel::describe() const {
-  return fmt::format("rank {} of {} ({}, {} per node, ZeRO-1 {}, timeout {} s)", rank(), world_size(),
-                     pg_->backend(), local_world_size_, config_.zero1 ? "on" : "off", config_.timeout_s);
+  return fmt::format("rank {} of {} ({}, {} per node, ZeRO-1 {}, gradient all-reduce {}, timeout {} s)", rank(),
+                     world_size(), pg_->backend(), local_world_size_, config_.zero1 ? "on" : "off",
+                     config_.overlap ? "overlapped with backward" : "after backward", config_.timeout_s);
 }
 
 void DataParallel::average_gradients(const NamedTensors& params) {

@@ -28,6 +28,8 @@ class ProcessGroup;
 struct ParallelConfig {
   int64_t timeout_s = 600;  // dist.timeout_s: a collective waiting longer than this names the missing ranks
   bool zero1 = false;       // dist.zero1: shard the optimizer state across ranks
+  bool overlap = true;      // dist.overlap: all-reduce each gradient bucket during backward, as soon as it is complete
+  double bucket_mb = 25;    // dist.bucket_mb: the size of a gradient bucket (one all-reduce)
 
   static ParallelConfig from_config(Config& cfg);
 };
@@ -48,6 +50,17 @@ class DataParallel {
   // The mean of every parameter's gradient across ranks, in buckets. A parameter without a gradient here takes
   // part as zeros, so all ranks send the same buffers.
   void average_gradients(const NamedTensors& params);
+
+  // The same average, overlapped with backward (dist.overlap; DDP's scheme, on c10d from C++): a hook on each
+  // parameter's gradient accumulation counts the parameters of its bucket (buckets in reverse parameter order,
+  // roughly the order backward completes them) and starts the bucket's all-reduce once all of them are in. Only
+  // the backward after begin_sync() (the step's last micro-batch) communicates. finish_gradients() starts the
+  // buckets that never completed (a parameter without a gradient takes part as zeros), waits for all and writes
+  // the means into the gradients. Buckets start in index order on every rank, as collectives must.
+  bool overlaps() const { return config_.overlap; }
+  void attach_gradient_hooks(const NamedTensors& params);
+  void begin_sync();
+  void finish_gradients();
   double mean(double v);
   void sum(std::vector<double>& values);  // in place, element-wise across ranks
   void broadcast_parameters(const NamedTensors& params, int root = 0);
@@ -61,7 +74,11 @@ class DataParallel {
 
  private:
   DataParallel(std::unique_ptr<ProcessGroup> pg, ParallelConfig c, int local_world_size);
+  struct Buckets;
+  void gradient_ready(size_t param);
+  void start_bucket(size_t b);
   std::unique_ptr<ProcessGroup> pg_;
+  std::unique_ptr<Buckets> buckets_;
   ParallelConfig config_;
   int local_world_size_ = 1;
 };

@@ -260,6 +260,27 @@ void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors, int64_t buck
   }
 }
 
+struct ProcessGroup::Pending {
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
+std::shared_ptr<ProcessGroup::Pending> ProcessGroup::start_all_reduce_sum(const at::Tensor& flat) {
+  std::vector<at::Tensor> one = {flat};
+  auto p = std::make_shared<Pending>();
+  try {
+    p->work = impl_->pg->allreduce(one);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    impl_->collective_failed("all-reduce", e);
+  }
+  return p;
+}
+
+void ProcessGroup::wait(const std::shared_ptr<Pending>& pending) {
+  impl_->run("all-reduce", [&] { return pending->work; });
+}
+
 void ProcessGroup::all_reduce_mean(std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
   all_reduce_sum(tensors, bucket_bytes);
   for (auto& t : tensors) t.div_(size());

@@ -48,6 +48,11 @@ class ProcessGroup {
   void all_reduce_sum(std::vector<at::Tensor>& tensors, int64_t bucket_bytes = 25 << 20);
   void all_reduce_mean(std::vector<at::Tensor>& tensors, int64_t bucket_bytes = 25 << 20);
   double all_reduce_mean(double value);
+  // An all-reduce (sum, in place) of one contiguous tensor started now and waited for later, so that communication
+  // overlaps computation (the gradient buckets during backward). wait() has the group's timeout and error.
+  struct Pending;
+  std::shared_ptr<Pending> start_all_reduce_sum(const at::Tensor& flat);
+  void wait(const std::shared_ptr<Pending>& pending);
   void broadcast(std::vector<at::Tensor>& tensors, int root = 0);
   std::vector<at::Tensor> all_gather(const at::Tensor& t);  // every rank's `t`, by rank
   void barrier();

@@ -66,6 +66,7 @@ struct LoopState {
       for (int o : owners) owned.push_back(o == dp->rank());
       opt.shard(owned);
     }
+    if (dp && dp->overlaps()) dp->attach_gradient_hooks(params);
   }
   bool main() const { return !dp || dp->rank() == 0; }
 
@@ -200,12 +201,14 @@ std::pair<double, double> optimizer_step(TrainStage& stage, LoopState& st, const
                                          int64_t step, Window& w) {
   double loss = 0;
   for (int64_t micro = 0; micro < c.grad_accum; ++micro) {
+    if (st.dp && st.dp->overlaps() && micro == c.grad_accum - 1) st.dp->begin_sync();  // its backward communicates
     auto m = stage.micro_step(step, micro, 1.0 / double(c.grad_accum));
     loss += m.loss / double(c.grad_accum);
     w.add(m);
   }
   if (st.dp) {  // once per optimizer step, however many micro-batches it accumulated
-    st.dp->average_gradients(st.params);
+    if (st.dp->overlaps()) st.dp->finish_gradients();
+    else st.dp->average_gradients(st.params);
     loss = st.dp->mean(loss);
   }
   double gn = st.opt.step(step);

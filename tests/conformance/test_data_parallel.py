@@ -1,6 +1,7 @@
 """Data parallel training on torch c10d (Gloo), two processes on this machine (issue 15's acceptance):
-- 2 ranks × B, 1 rank × 2B, 1 rank × B × 2 accumulation and 2 ranks with ZeRO-1 give the same per-step losses and
-  the same final weights, optimizer state and EMA;
+- 2 ranks × B, 1 rank × 2B, 1 rank × B × 2 accumulation, 2 ranks with ZeRO-1, 2 ranks with the gradient
+  all-reduce after backward instead of overlapped with it, and 2 ranks × B/2 × 2 accumulation with activation
+  checkpointing give the same per-step losses and the same final weights, optimizer state and EMA;
 - a 2-rank run killed with SIGKILL resumes on 1 rank, and a 1-rank run resumes on 2, both ending at the
   uninterrupted run's weights;
 - a rank that dies makes its peer exit non-zero within dist.timeout_s, naming it.
@@ -15,6 +16,7 @@ steps: a random walk that any two summation orders take differently and that cha
 against AdamW's bound instead (|step| <= lr per step)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -124,11 +126,21 @@ def test_two_ranks_equal_one_rank_with_accumulation_and_zero1(world):
     two = train(world, d / "two", half, nproc=2)
     train(world, d / "accum", half, "train.grad_accum=2")
     train(world, d / "zero1", half, "dist.zero1=true", nproc=2)
+    train(world, d / "after", half, "dist.overlap=false", nproc=2)
+    train(world, d / "ckpt", "train.batch_size=1", "train.grad_accum=2", "train.activation_checkpointing=1",
+          "dist.bucket_mb=0.01", nproc=2)  # ~13 buckets of 10 KiB
     assert "global batch 4" in (d / "two" / "log.txt").read_text()
+    assert "overlapped with backward" in (d / "two" / "log.txt").read_text()
+    assert "all-reduce after backward" in (d / "after" / "log.txt").read_text()
+    buckets = re.search(r"in (\d+) buckets", (d / "ckpt" / "log.txt").read_text())
+    assert buckets and int(buckets.group(1)) > 5, "the small-bucket run should use many buckets"
+    early = re.search(r"(\d+) of (\d+) gradient buckets started their all-reduce during backward",
+                      (d / "ckpt" / "log.txt").read_text())
+    assert early and int(early.group(1)) > 0, "no bucket's all-reduce overlapped backward"
     assert "ZeRO-1 on" in (d / "zero1" / "log.txt").read_text()
     assert (d / "two" / "log-rank-1.txt").exists() and not (d / "two" / "metrics-rank-1.jsonl").exists()
     assert "rank 1 of 2" in (d / "two" / "log-rank-1.txt").read_text(), two.stderr[-2000:]
-    for name in ("two", "accum", "zero1"):
+    for name in ("two", "accum", "zero1", "after", "ckpt"):
         assert_same_losses(d / "one", d / name, name)
         assert_same_state(d / "one", d / name, name)
     # The runs did train (a split that dropped samples' gradients would also be "equal" at step 0 only).
