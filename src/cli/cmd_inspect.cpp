@@ -40,7 +40,7 @@ struct InspectOptions {
   std::string config;  // model config: checkpoint vs. config check (see the header comment)
   bool memory = false;  // --memory: the training memory estimate of --config (train/memory_estimate.h)
   int64_t batch = 1, resolution = 512, checkpointing = 1, zero1 = 1;
-  bool fp32 = false;
+  bool fp32 = false, ema_cpu = false;
 };
 
 // The generator's share of a training run's memory per device, from the config alone: no MLLM is read, so the
@@ -57,10 +57,11 @@ void print_memory(const InspectOptions& o, iomm::Config& cfg) {
   in.image_tokens = side * side;
   in.context_tokens = cfg.get_int("conditioner.num_queries", 256);
   in.batch = o.batch;
+  in.ema_on_cpu = o.ema_cpu;
   fmt::print("{} at {}², batch {} per device, {}, activation checkpointing every {} block(s), ZeRO-1 over {} "
-             "rank(s); generator only (the adapter and the frozen MLLM come on top: a run prints them):\n{}\n",
+             "rank(s), EMA on the {}; generator only (the adapter and the frozen MLLM come on top: a run prints them):\n{}\n",
              o.config, o.resolution, o.batch, o.fp32 ? "fp32" : "bf16 autocast", o.checkpointing, o.zero1,
-             estimate_memory(g, in).describe());
+             o.ema_cpu ? "CPU" : "device", estimate_memory(g, in).describe());
 }
 
 // 1570000000 -> "1.57B": the scale people read parameter counts in.
@@ -217,6 +218,7 @@ iomm::cli::Register reg{{"inspect", "List the tensors, metadata and parameter co
     app.add_option("--zero1", o->zero1, "--memory: ranks the optimizer state is sharded over")
         ->check(CLI::Range(1, 1000000));
     app.add_flag("--fp32", o->fp32, "--memory: fp32 activations (default: bf16 autocast)");
+    app.add_flag("--ema-cpu", o->ema_cpu, "--memory: the EMA in host memory (train.ema_device = \"cpu\")");
     app.add_flag("--json", o->json, "print one JSON object instead of a table");
     app.add_option("--save-copy", o->save_copy, "write every tensor (read through libtorch) to this path")
         ->group("");

@@ -172,6 +172,7 @@ bool WebDatasetReader::open_next_shard() {
 bool WebDatasetReader::read_member(std::string& name, std::vector<uint8_t>& bytes) {
   struct archive_entry* e;
   for (;;) {
+    name.clear();  // on a failure, empty: the header itself was unreadable
     const int r = archive_read_next_header(tar_->a, &e);
     if (r == ARCHIVE_EOF) {
       // libarchive ends quietly when a file stops exactly between members; a tar always ends with two zero
@@ -203,6 +204,10 @@ bool WebDatasetReader::read_member(std::string& name, std::vector<uint8_t>& byte
   }
 }
 
+void WebDatasetReader::count_damage(const Error& e) {
+  if (stats_.damaged_shards++ == 0) stats_.first_damaged_shard = e.what();
+}
+
 bool WebDatasetReader::read_sample(Sample& out) {
   if (tar_->at_end) return false;
   out = Sample{};
@@ -214,7 +219,19 @@ bool WebDatasetReader::read_sample(Sample& out) {
     out.members[ext] = std::move(pending_->second);
     pending_.reset();
   }
-  while (read_member(name, bytes)) {
+  for (;;) {
+    try {
+      if (!read_member(name, bytes)) break;
+    } catch (const Error& e) {
+      // Damage after a sample's last member (in the next sample's header or data) leaves that sample whole: it is
+      // handed out, as webdataset's own tar reader does, and the shard ends. Damage inside it drops it.
+      std::string damaged_key, damaged_ext;
+      const bool inside = !name.empty() && split_key(name, damaged_key, damaged_ext) && damaged_key == out.key;
+      if (!tolerate_damage_ || out.members.empty() || inside) throw;
+      count_damage(e);
+      tar_->at_end = true;
+      return true;
+    }
     if (!split_key(name, key, ext)) {
       if (stats_.skipped_members++ == 0) stats_.first_skipped_member = tar_->path + ": " + name;
       continue;
@@ -245,7 +262,7 @@ bool WebDatasetReader::next(Sample& out) {
       got = read_sample(out);
     } catch (const Error& e) {
       if (!tolerate_damage_) throw;
-      if (stats_.damaged_shards++ == 0) stats_.first_damaged_shard = e.what();
+      count_damage(e);
       pending_.reset();  // the partial sample is dropped with the rest of the shard
     }
     if (!got) {

@@ -14,6 +14,10 @@
 
 struct archive;  // libarchive
 
+namespace iomm {
+struct Error;
+}
+
 namespace iomm::data {
 
 struct Sample {
@@ -50,8 +54,9 @@ std::vector<std::string> expand_shards(const std::string& spec);
 class WebDatasetReader {
  public:
   // `required_member`: the extension a sample must have (e.g. "features.safetensors"); empty = an image member.
-  // `tolerate_damage`: a truncated or corrupt shard ends at the damage (counted in damaged_shards, the partial
-  // sample dropped) and reading goes on with the next shard; otherwise it fails naming the shard. A shard that
+  // `tolerate_damage`: a truncated or corrupt shard ends at the damage (counted in damaged_shards; a sample whose
+  // members were all read before it is kept, the sample the damage is in is dropped) and reading goes on with the
+  // next shard; otherwise it fails naming the shard. A shard that
   // cannot be opened at all fails either way.
   explicit WebDatasetReader(std::vector<std::string> shards, std::string required_member = "",
                             bool tolerate_damage = false);
@@ -67,6 +72,7 @@ class WebDatasetReader {
   bool open_next_shard();
   bool read_member(std::string& name, std::vector<uint8_t>& bytes);
   bool read_sample(Sample& out);  // the next sample of the open shard (maybe without an image); false at its end
+  void count_damage(const Error& e);
 
   std::vector<std::string> shards_;
   std::string required_member_;

@@ -158,6 +158,40 @@ TEST(WebDataset, ErrorsNameTheShardAndMember) {
   fs::remove_all(d);
 }
 
+// A shard cut inside a sample's member: the samples whose members were all read before the cut are kept (also the
+// one just before it, whose end the reader only knows from the next sample's first header), the cut one is dropped,
+// the damage is counted once.
+TEST(WebDataset, ACutShardKeepsTheSamplesBeforeTheCut) {
+  const auto d = temp_dir("cut");
+  std::string big(3000, 'x');
+  {
+    TarWriter t((d / "full.tar").string());
+    for (const char* k : {"a", "b", "c"}) {
+      t.add(std::string(k) + ".png", big.data(), big.size());
+      t.add(std::string(k) + ".txt", "caption", 7);
+    }
+    t.close();
+  }
+  std::ifstream in(d / "full.tar", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  // Members are a 512-byte header plus data padded to 512: a.png ends at 3584, a.txt at 4608, b.png at 8192.
+  auto read_cut = [&](size_t at) {
+    const auto cut = d / ("cut-" + std::to_string(at) + ".tar");
+    std::ofstream(cut, std::ios::binary).write(bytes.data(), std::streamsize(at));
+    WebDatasetReader r({cut.string()}, "", /*tolerate_damage=*/true);
+    std::vector<std::string> keys;
+    Sample s;
+    while (r.next(s)) keys.push_back(s.key + ":" + std::to_string(s.members.size()));
+    EXPECT_EQ(r.stats().damaged_shards, 1) << at;
+    return keys;
+  };
+  EXPECT_EQ(read_cut(4608 + 512 + 1000), (std::vector<std::string>{"a:2"}));  // inside b.png's data
+  EXPECT_EQ(read_cut(4608 + 100), (std::vector<std::string>{"a:2"}));         // inside b.png's header
+  EXPECT_EQ(read_cut(3584 + 512 + 3), (std::vector<std::string>{}));          // inside a.txt: a is dropped
+  EXPECT_EQ(read_cut(8192 + 512 + 3), (std::vector<std::string>{"a:2"}));     // inside b.txt: b is dropped
+  fs::remove_all(d);
+}
+
 TEST(WebDataset, WriterIsAtomicAndDeterministic) {
   const auto d = temp_dir("det");
   for (const char* name : {"x.tar", "y.tar"}) {

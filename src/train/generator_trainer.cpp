@@ -265,6 +265,7 @@ MemoryEstimate memory_estimate(const IommModel& m, const StageSettings& s, const
   in.optimizer = loop.optim.name;
   in.zero1_ranks = zero1_ranks;
   in.ema = loop.ema_decay > 0;
+  in.ema_on_cpu = loop.ema_on_cpu;
   for (const auto& p : m.conditioner().mllm->parameters()) in.frozen_bytes += p.numel() * int64_t(p.element_size());
   in.activation_bytes = s.autocast != "none" ? 2 : int(c10::elementSize(dtype_from_name(mc.dtype)));
   in.checkpoint_every = s.activation_checkpointing;

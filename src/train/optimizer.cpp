@@ -226,16 +226,17 @@ void Optimizer::load_state(const std::map<std::string, at::Tensor>& state, const
   }
 }
 
-Ema::Ema(const NamedTensors& params, double decay) : decay_(decay) {
+Ema::Ema(const NamedTensors& params, double decay, bool on_cpu) : decay_(decay) {
   torch::NoGradGuard no_grad;
-  for (auto& [name, p] : params) shadow_[name] = p.detach().to(at::kFloat).clone();
+  for (auto& [name, p] : params)
+    shadow_[name] = p.detach().to(on_cpu ? c10::Device(c10::kCPU) : p.device(), at::kFloat).clone();
 }
 
 void Ema::update(const NamedTensors& params, double decay) {
   torch::NoGradGuard no_grad;
   for (auto& [name, p] : params) {
     auto& s = shadow_.at(name);
-    s.lerp_(p.detach().to(at::kFloat), 1.0 - decay);
+    s.lerp_(p.detach().to(s.device(), at::kFloat), 1.0 - decay);
   }
 }
 

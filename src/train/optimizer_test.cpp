@@ -123,6 +123,27 @@ TEST(Optimizer, EmaFollowsParameters) {
   EXPECT_NEAR(w[1].item<double>(), 0.19, 1e-7);
 }
 
+// train.ema_device = "cpu": the average lives in host memory, in fp32, and follows bf16 parameters on the
+// training device (CUDA when this build has one) exactly as the on-device EMA does.
+TEST(Optimizer, EmaOnTheCpuEqualsTheOnDeviceOne) {
+  auto dev = torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  auto w = torch::randn({4, 3}, torch::TensorOptions().dtype(torch::kBFloat16).device(dev));
+  Ema here({{"w", w}}, 0.9), host({{"w", w}}, 0.9, /*on_cpu=*/true);
+  EXPECT_EQ(host.tensors().at("w").device().type(), torch::kCPU);
+  EXPECT_EQ(host.tensors().at("w").scalar_type(), torch::kFloat);
+  EXPECT_EQ(here.tensors().at("w").device(), dev);
+  for (int i = 0; i < 3; ++i) {
+    w.add_(0.5);
+    here.update({{"w", w}});
+    host.update({{"w", w}});
+  }
+  EXPECT_TRUE(torch::allclose(host.tensors().at("w"), here.tensors().at("w").cpu(), 1e-6, 1e-6));
+  EXPECT_GT((host.tensors().at("w") - w.cpu().to(torch::kFloat)).abs().max().item<double>(), 0.1);  // it lags
+  host.copy_to({{"w", w}});
+  EXPECT_EQ(w.device(), dev);
+  EXPECT_TRUE(torch::allclose(w.cpu().to(torch::kFloat), host.tensors().at("w"), 1e-2, 1e-2));  // bf16 rounding
+}
+
 TEST(Optimizer, FromConfigValidatesBetas) {
   auto cfg = Config::parse("[optim]\nlr = 3e-4\nbetas = [0.9, 0.99]\nschedule = \"cosine\"\n");
   auto c = OptimConfig::from_config(cfg, "optim", 100);

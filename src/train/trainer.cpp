@@ -28,6 +28,7 @@ LoopConfig LoopConfig::from_config(Config& cfg, const LoopConfig& d) {
   c.grad_accum = cfg.get_int("train.grad_accum", d.grad_accum, 1);
   c.seed = uint64_t(cfg.get_int("train.seed", int64_t(d.seed), 0));
   c.ema_decay = cfg.get_double("train.ema_decay", d.ema_decay, 0.0, 0.999999);
+  c.ema_on_cpu = cfg.get_choice("train.ema_device", d.ema_on_cpu ? "cpu" : "model", {"model", "cpu"}) == "cpu";
   c.log_every = cfg.get_int("train.log_every", d.log_every, 1);
   c.sample_every = cfg.get_int("train.sample_every", d.sample_every, 0);
   c.checkpoint_every = cfg.get_int("train.checkpoint_every", d.checkpoint_every, 0);
@@ -59,7 +60,7 @@ struct LoopState {
   std::vector<int> owners;     // ZeRO-1: the rank that updates each parameter (empty: all update all)
 
   LoopState(NamedTensors p, const LoopConfig& c, DataParallel* d) : params(std::move(p)), opt(params, c.optim), dp(d) {
-    if (c.ema_decay > 0) ema.emplace(params, c.ema_decay);
+    if (c.ema_decay > 0) ema.emplace(params, c.ema_decay, c.ema_on_cpu);
     if (dp && dp->zero1()) {
       owners = dp->owners(params);
       std::vector<bool> owned;

@@ -34,6 +34,7 @@ struct LoopConfig {
   int64_t steps = 1000, grad_accum = 1;
   uint64_t seed = 0;
   double ema_decay = 0.0;  // 0 = no EMA
+  bool ema_on_cpu = false;  // train.ema_device = "cpu": the EMA in host memory (train/optimizer.h)
   int64_t log_every = 10, sample_every = 0, checkpoint_every = 0, keep_last = 2;
   int64_t stop_at = 0;     // checkpoint and stop after this step (a planned interruption; 0 = run to the end)
   int64_t threads = 0;     // torch intra-op threads; 0 = one per core
