@@ -42,6 +42,8 @@ def targets(scenes):
         size = s["scene"]["size"]
         count[i] = len(objs)
         for o in objs:
+            # bbox = [x0, y0, x1, y1] in pixels (world/scene.cpp's JSON)
+            o = dict(o, shape=o["class"], x=o["bbox"][0], y=o["bbox"][1], size=o["bbox"][2] - o["bbox"][0])
             shape_present[i, SHAPES.index(o["shape"])] = 1
             color_present[i, COLORS.index(o["color"])] = 1
             cell = size / GRID
@@ -51,9 +53,9 @@ def targets(scenes):
                        o["y"] < (gy + 1) * cell and o["y"] + o["size"] > gy * cell:
                         occupancy[i, gy * GRID + gx] = 1
         if len(objs) == 1:
-            o = objs[0]
-            single.append((i, SHAPES.index(o["shape"]), COLORS.index(o["color"]),
-                           (o["x"] + o["size"] / 2) / size, (o["y"] + o["size"] / 2) / size))
+            o, b = objs[0], objs[0]["bbox"]
+            single.append((i, SHAPES.index(o["class"]), COLORS.index(o["color"]),
+                           (b[0] + b[2]) / 2 / size, (b[1] + b[3]) / 2 / size))
     return shape_present, color_present, count, occupancy, single
 
 
@@ -78,6 +80,34 @@ def fit_predict(x_tr, y_tr, x_te, score):
         if best is None or s > best[0]:
             best = (s, lam)
     return x_te @ ridge_fit(x_tr, y_tr, best[1])
+
+
+def mlp_predict(x_tr, y_tr, x_te, classify, seed=0):
+    """A one-hidden-layer MLP (256 wide, weight decay, full-batch Adam): a non-linear read-out, to tell 'absent'
+    from 'present but not linearly readable' (the generator behind the condition is non-linear too)."""
+    import torch
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    x_tr, x_te = standardise(x_tr, x_te)
+    xt, yt = torch.tensor(x_tr, dtype=torch.float32), torch.tensor(y_tr, dtype=torch.float32)
+    net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, yt.shape[1]))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        out = net(xt)
+        if classify == "softmax":
+            loss = torch.nn.functional.cross_entropy(out, yt.argmax(1))
+        elif classify == "sigmoid":
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(out, yt)
+        else:
+            loss = torch.nn.functional.mse_loss(out, yt)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = net(torch.tensor(x_te, dtype=torch.float32))
+        if classify == "sigmoid":
+            out = torch.sigmoid(out)
+    return out.numpy()
 
 
 def one_hot(labels, k):
@@ -113,12 +143,15 @@ def probe(features, scenes, train, test):
     tr, te = np.array(train), np.array(test)
     p = fit_predict(features[tr], shape_p[tr], features[te], balanced_acc)
     out["shapes_present_bal_acc"] = balanced_acc(p, shape_p[te])
+    out["shapes_present_bal_acc_mlp"] = balanced_acc(mlp_predict(features[tr], shape_p[tr], features[te], "sigmoid"),
+                                                     shape_p[te])
     p = fit_predict(features[tr], color_p[tr], features[te], balanced_acc)
     out["colors_present_bal_acc"] = balanced_acc(p, color_p[te])
     p = fit_predict(features[tr], count[tr, None], features[te], lambda a, b: -((a - b) ** 2).mean())
     out["count_exact"] = float((np.rint(p[:, 0]) == count[te]).mean())
     p = fit_predict(features[tr], occ[tr], features[te], cell_acc)
     out["occupancy_cell_acc"] = cell_acc(p, occ[te])
+    out["occupancy_cell_acc_mlp"] = cell_acc(mlp_predict(features[tr], occ[tr], features[te], "sigmoid"), occ[te])
     out["occupancy_majority_baseline"] = float(np.maximum(occ[te].mean(0), 1 - occ[te].mean(0)).mean())
     s_tr = [r for r in single if r[0] in set(train)]
     s_te = [r for r in single if r[0] in set(test)]
@@ -130,6 +163,7 @@ def probe(features, scenes, train, test):
             yte = one_hot(np.array([r[col] for r in s_te]), k)
             out[name] = acc_argmax(fit_predict(ftr, ytr, fte, acc_argmax), yte)
             out[name + "_chance"] = float(yte.mean(0).max())
+            out[name + "_mlp"] = acc_argmax(mlp_predict(ftr, ytr, fte, "softmax"), yte)
         ytr = np.array([[r[3], r[4]] for r in s_tr])
         yte = np.array([[r[3], r[4]] for r in s_te])
         out["single_center_r2"] = r2(fit_predict(ftr, ytr, fte, r2), yte)

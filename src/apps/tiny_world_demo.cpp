@@ -95,6 +95,12 @@ std::string rel(const std::string& path, const std::string& base) {
   return fs::relative(path, base).generic_string();
 }
 
+// "✓", or "✗ " and the verdict's reason up to its details (a caption under a 96 px image must stay short).
+std::string short_verdict(const world::Verdict& v) {
+  if (v.correct) return "✓";
+  return "✗ " + v.reason.substr(0, v.reason.find(':'));
+}
+
 // The first sample of each of the first `max` prompts, captioned with its prompt and verdict, so the report says
 // what each image was asked to show (the grid PNGs cannot).
 void add_labelled_samples(report::HtmlReport& rep, const world::EvalResult& r, const std::string& dir,
@@ -104,8 +110,7 @@ void add_labelled_samples(report::HtmlReport& rep, const world::EvalResult& r, c
   for (const auto& im : r.images) {
     if (im.prompt_index == last) continue;
     last = im.prompt_index;
-    auto verdict = im.verdict.correct ? std::string("✓") : "✗ " + im.verdict.reason;
-    figs.push_back({rel(dir + "/" + im.file, base), im.prompt + " — " + verdict, true, 96});
+    figs.push_back({rel(dir + "/" + im.file, base), im.prompt + " — " + short_verdict(im.verdict), true, 96});
     if (figs.size() >= max) break;
   }
   rep.add_image_row(figs);
@@ -117,9 +122,8 @@ void add_labelled_recon(report::HtmlReport& rep, const ReconScore& s, const std:
   std::vector<report::Figure> figs;
   for (const auto& im : s.shapes.images) {
     if (figs.size() >= 2 * max) break;
-    auto verdict = im.verdict.correct ? std::string("✓") : "✗ " + im.verdict.reason;
     figs.push_back({rel(dir + "/inputs/" + im.file, base), "input: " + im.prompt, true, 96});
-    figs.push_back({rel(dir + "/recon/" + im.file, base), "reconstruction — " + verdict, true, 96});
+    figs.push_back({rel(dir + "/recon/" + im.file, base), "reconstruction — " + short_verdict(im.verdict), true, 96});
   }
   rep.add_image_row(figs);
 }

@@ -60,9 +60,16 @@ def test_shortened_demo(iomm, tmp_path):
     pre = [r["loss"] for r in map(json.loads, (out / "pretrain" / "metrics.jsonl").read_text().splitlines())]
     assert mean(pre[-2:]) < 0.6 * pre[0], pre
 
+    # The stage-1 reconstruction proxy (apps/recon_eval.h): held-out scenes redrawn from their own self-conditions.
+    recon = res["stage1_recon"]
+    assert recon["images"] == PROMPTS, recon
+    assert recon["psnr_db"] is not None and recon["psnr_db"] >= MIN_RECON_PSNR, recon
+    assert recon["shapes_eval_overall"] >= MIN_RECON_SHAPES, recon
+
     assert res["understanding"]["token_accuracy"] > 0.2
     html = (out / "report.html").read_text()
-    for ref in ("eval/finetune_grid.png", "edits.png", "<svg", "ShapesEval"):
+    for ref in ("eval/finetune_grid.png", "edits.png", "<svg", "ShapesEval", "reconstruction proxy",
+                "<figcaption>a photo of"):
         assert ref in html, ref
     recon = sorted((out / "pretrain" / "samples").glob("*-recon.png"))
     assert recon, "stage-1 reconstructions were not written"
