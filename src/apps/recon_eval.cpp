@@ -13,6 +13,7 @@
 #include "data/image.h"
 #include "data/image_tensor.h"
 #include "world/corpus.h"
+#include "world/scene.h"
 
 namespace iomm {
 
@@ -53,10 +54,16 @@ at::Tensor read_rgb(const std::string& path) {
   return image_to_tensor(img);  // [3, H, W] in [0, 1]
 }
 
-// Sum of squared errors and pixel count of every reconstruction against its input.
-std::pair<double, int64_t> squared_error(const std::string& inputs_dir, const std::string& recon_dir) {
-  double sse = 0;
-  int64_t n = 0;
+struct PixelScores {
+  double sse = 0;        // sum of squared errors
+  int64_t values = 0;    // pixel values compared
+  double iou_sum = 0;    // palette_iou summed over images
+  int64_t images = 0;
+};
+
+// Squared errors and palette IoU of every reconstruction against its input.
+PixelScores pixel_scores(const std::string& inputs_dir, const std::string& recon_dir) {
+  PixelScores s;
   for (auto& [p, f] : sample_files(inputs_dir)) {
     auto in_path = (fs::path(inputs_dir) / p / "samples" / f).string();
     auto out_path = (fs::path(recon_dir) / p / "samples" / f).string();
@@ -65,11 +72,13 @@ std::pair<double, int64_t> squared_error(const std::string& inputs_dir, const st
     auto a = read_rgb(in_path), b = read_rgb(out_path);
     if (!a.sizes().equals(b.sizes()))
       fail("{} is {} but its input {} is {}", out_path, c10::str(b.sizes()), in_path, c10::str(a.sizes()));
-    sse += (a.to(torch::kDouble) - b.to(torch::kDouble)).pow(2).sum().item<double>();
-    n += a.numel();
+    s.sse += (a.to(torch::kDouble) - b.to(torch::kDouble)).pow(2).sum().item<double>();
+    s.values += a.numel();
+    s.iou_sum += palette_iou(a, b);
+    s.images += 1;
   }
-  if (n == 0) fail("{}: no images to score", inputs_dir);
-  return {sse, n};
+  if (s.images == 0) fail("{}: no images to score", inputs_dir);
+  return s;
 }
 
 // The input scenes as the generator's image conditions: [n, 3, R, R] in [-1, 1].
@@ -109,6 +118,38 @@ void write_features(IommModel& model, const std::vector<world::PromptSpec>& prom
 
 }  // namespace
 
+at::Tensor palette_classes(const at::Tensor& chw) {
+  auto x = chw.to(torch::kFloat).permute({1, 2, 0}) * 255;  // [H, W, 3]
+  auto grey = x.mean(-1, true);
+  auto saturation = (x - grey).norm(2, -1);
+  std::vector<at::Tensor> dist;
+  for (auto c : world::kColors) {
+    auto rgb = world::rgb(c);
+    auto ref = torch::tensor({float(rgb[0]), float(rgb[1]), float(rgb[2])});
+    dist.push_back((x - ref).norm(2, -1));
+  }
+  auto d = torch::stack(dist, -1);
+  auto [dmin, arg] = d.min(-1);
+  // Renders jitter the fill around the palette (a few units) and blur edges; the background is neutral grey
+  // (saturation 0). These bounds keep jittered fills and drop grey and mixed edge pixels.
+  auto coloured = (saturation >= 40) & (dmin <= 100);
+  return torch::where(coloured, arg + 1, torch::zeros_like(arg));
+}
+
+double palette_iou(const at::Tensor& a, const at::Tensor& b) {
+  auto ca = palette_classes(a), cb = palette_classes(b);
+  double sum = 0;
+  int n = 0;
+  for (int64_t c = 1; c <= int64_t(world::kColors.size()); ++c) {
+    auto in_a = ca == c, in_b = cb == c;
+    auto uni = (in_a | in_b).sum().item<int64_t>();
+    if (uni == 0) continue;
+    sum += double((in_a & in_b).sum().item<int64_t>()) / double(uni);
+    ++n;
+  }
+  return n ? sum / n : 1.0;
+}
+
 nlohmann::ordered_json ReconScore::to_json() const {
   nlohmann::ordered_json j;
   j["images"] = images;
@@ -116,6 +157,7 @@ nlohmann::ordered_json ReconScore::to_json() const {
   nlohmann::ordered_json cats;
   for (auto& [tag, c] : shapes.categories) cats[tag] = c.score();
   j["shapes_eval"] = cats;
+  j["color_iou"] = color_iou;
   j["mse"] = mse;
   j["psnr_db"] = std::isfinite(psnr) ? nlohmann::ordered_json(psnr) : nlohmann::ordered_json();
   return j;
@@ -123,8 +165,9 @@ nlohmann::ordered_json ReconScore::to_json() const {
 
 ReconScore score_reconstructions(const std::string& inputs_dir, const std::string& recon_dir) {
   ReconScore s;
-  auto [sse, n] = squared_error(inputs_dir, recon_dir);
-  s.mse = sse / double(n);
+  auto px = pixel_scores(inputs_dir, recon_dir);
+  s.mse = px.sse / double(px.values);
+  s.color_iou = px.iou_sum / double(px.images);
   s.psnr = s.mse > 0 ? 10.0 * std::log10(1.0 / s.mse) : std::numeric_limits<double>::infinity();
   s.shapes = world::evaluate_folder(recon_dir);
   s.images = int64_t(s.shapes.images.size());

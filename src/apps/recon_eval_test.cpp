@@ -48,6 +48,7 @@ TEST(ReconEval, TheInputsThemselvesScoreTheCeilingAndInfinitePsnr) {
   EXPECT_EQ(s.images, 24 * 2);
   EXPECT_GE(s.shapes.overall, 0.95);  // ShapesEval on ground truth (docs/shapes-eval.md)
   EXPECT_EQ(s.mse, 0.0);
+  EXPECT_EQ(s.color_iou, 1.0);
   EXPECT_TRUE(std::isinf(s.psnr));
   EXPECT_TRUE(s.to_json()["psnr_db"].is_null());
 }
@@ -60,6 +61,7 @@ TEST(ReconEval, NoiseScoresNothingAndLowPsnr) {
   auto s = score_reconstructions(inputs, noise);
   EXPECT_LE(s.shapes.overall, 0.02);
   EXPECT_LT(s.psnr, 10.0);
+  EXPECT_LT(s.color_iou, 0.1);
 }
 
 TEST(ReconEval, EachReconstructionIsJudgedAgainstItsOwnSource) {
@@ -80,7 +82,27 @@ TEST(ReconEval, EachReconstructionIsJudgedAgainstItsOwnSource) {
   auto s = score_reconstructions(inputs, other);
   EXPECT_LE(s.shapes.overall, 0.5);
   EXPECT_LT(s.psnr, 30.0);
+  EXPECT_LT(s.color_iou, 0.3);  // other colours in other places
   EXPECT_GT(s.mse, 0.0);
+}
+
+TEST(ReconEval, PaletteIouCountsColourAndPlace) {
+  auto grey = torch::full({3, 8, 8}, 185.0f / 255);
+  auto red = world::rgb(world::Color::red);
+  auto with_red = [&](int64_t x0) {
+    auto img = grey.clone();
+    for (int c = 0; c < 3; ++c) img[c].narrow(0, 2, 4).narrow(0, 0, 4).narrow(1, x0, 4).fill_(red[size_t(c)] / 255.0f);
+    return img;
+  };
+  EXPECT_EQ(palette_classes(grey).sum().item<int64_t>(), 0);  // the background is no colour
+  EXPECT_EQ(palette_iou(with_red(0), with_red(0)), 1.0);
+  EXPECT_NEAR(palette_iou(with_red(0), with_red(2)), 8.0 / 24.0, 1e-9);  // half the square overlaps
+  EXPECT_EQ(palette_iou(with_red(0), grey), 0.0);
+  EXPECT_EQ(palette_iou(grey, grey), 1.0);
+  auto blue = with_red(0);
+  auto b = world::rgb(world::Color::blue);
+  for (int c = 0; c < 3; ++c) blue[c].narrow(0, 2, 4).narrow(1, 0, 4).fill_(b[size_t(c)] / 255.0f);
+  EXPECT_EQ(palette_iou(with_red(0), blue), 0.0);  // the right place in the wrong colour
 }
 
 TEST(ReconEval, AMissingReconstructionIsNamed) {

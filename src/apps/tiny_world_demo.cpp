@@ -140,8 +140,8 @@ ReconScore reconstruction_proxy(IommModel& model, const std::vector<world::Promp
   r.scene_seed = o.seed + 17;  // not the ground-truth pass's scenes (seed + 1)
   r.progress = false;
   auto s = run_recon_eval(model, prompts, dir, r);
-  spdlog::info("stage-1 reconstruction proxy: ShapesEval {:.3f}, PSNR {:.2f} dB ({} scenes, {:.1f}s)",
-               s.shapes.overall, s.psnr, s.images, since(t));
+  spdlog::info("stage-1 reconstruction proxy: ShapesEval {:.3f}, colour IoU {:.3f}, PSNR {:.2f} dB ({} scenes, {:.1f}s)",
+               s.shapes.overall, s.color_iou, s.psnr, s.images, since(t));
   return s;
 }
 
@@ -150,8 +150,9 @@ void add_recon_section(report::HtmlReport& rep, const ReconScore& s, const std::
   rep.add_heading("Stage 1: reconstruction proxy (held-out scenes redrawn from their own self-conditions)");
   rep.add_paragraph(fmt::format(
       "Each held-out prompt's rendered scene is the image condition (unmasked); ShapesEval judges the "
-      "reconstruction against that scene's own prompt. {} scenes: ShapesEval overall {:.3f}, PSNR {:.2f} dB.",
-      s.images, s.shapes.overall, s.psnr));
+      "reconstruction against that scene's own prompt; colour IoU compares each palette colour's pixels with the "
+      "input's (colour and place). {} scenes: ShapesEval overall {:.3f}, colour IoU {:.3f}, PSNR {:.2f} dB.",
+      s.images, s.shapes.overall, s.color_iou, s.psnr));
   std::vector<std::vector<std::string>> rows;
   for (auto& [tag, c] : s.shapes.categories) rows.push_back({tag, fmt::format("{:.3f}", c.score())});
   rows.push_back({"overall", fmt::format("{:.3f}", s.shapes.overall)});
@@ -205,8 +206,8 @@ double finish_stage1_only(const DemoOptions& o, const ReconScore& recon, nlohman
   add_recon_section(rep, recon, o.out + "/eval/recon", o.out);
   report::add_run_section(rep, p_run, o.out);
   rep.write(o.out + "/report.html");
-  fmt::print("\nstage-1 reconstruction proxy: ShapesEval {:.3f}, PSNR {:.2f} dB   ({:.0f} s)\n", recon.shapes.overall,
-             recon.psnr, timings["total_s"].get<double>());
+  fmt::print("\nstage-1 reconstruction proxy: ShapesEval {:.3f}, colour IoU {:.3f}, PSNR {:.2f} dB   ({:.0f} s)\n",
+             recon.shapes.overall, recon.color_iou, recon.psnr, timings["total_s"].get<double>());
   return recon.shapes.overall;
 }
 
@@ -409,7 +410,8 @@ double run_tiny_world_demo(const DemoOptions& opts) {
 
   fmt::print("\nShapesEval overall on {} held-out prompts × {}:\n", prompts.size(), o.per_prompt);
   for (auto& s : scores) fmt::print("  {:<22} {:.3f}\n", s.name, s.result.overall);
-  fmt::print("  {:<22} {:.3f} (PSNR {:.2f} dB)\n", "stage-1 recon proxy", recon.shapes.overall, recon.psnr);
+  fmt::print("  {:<22} {:.3f} (colour IoU {:.3f}, PSNR {:.2f} dB)\n", "stage-1 recon proxy", recon.shapes.overall,
+             recon.color_iou, recon.psnr);
   fmt::print("  {:<22} {:.3f}\n\nreport: {}/report.html   results: {}/results.json   ({:.0f} s)\n", "ground truth",
              gt.result.overall, o.out, o.out, total);
   return scores.back().result.overall;

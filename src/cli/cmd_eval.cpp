@@ -7,6 +7,7 @@
 
 #include "apps/recon_eval.h"
 #include "cli/command.h"
+#include "core/error.h"
 #include "core/fs.h"
 #include "world/prompts.h"
 #include "world/shapes_eval.h"
@@ -19,6 +20,7 @@ struct ShapesArgs {
 
 struct ReconArgs {
   std::string model, out, prompts = "eval";
+  bool rescore = false;
   iomm::ReconEvalOptions opt;
 };
 
@@ -30,12 +32,19 @@ std::vector<iomm::world::PromptSpec> prompt_set(const std::string& name) {
 }
 
 int run_recon(const ReconArgs& a) {
-  auto model = iomm::IommModel::load(a.model);
-  auto s = iomm::run_recon_eval(model, prompt_set(a.prompts), a.out, a.opt);
+  iomm::ReconScore s;
+  if (a.rescore) {  // the folders of an earlier run, scored again (e.g. after a metric was added)
+    s = iomm::score_reconstructions(a.out + "/inputs", a.out + "/recon");
+    iomm::write_file_atomic(a.out + "/recon.json", s.to_json().dump(2) + "\n");
+  } else {
+    if (a.model.empty()) iomm::fail("eval recon: give --model RUN/model (or --rescore to score an earlier run's folders)");
+    auto model = iomm::IommModel::load(a.model);
+    s = iomm::run_recon_eval(model, prompt_set(a.prompts), a.out, a.opt);
+  }
   for (const auto& [tag, c] : s.shapes.categories)
     spdlog::info("{:<14} {:.4f} ({} / {})", tag, c.score(), c.correct, c.total);
-  spdlog::info("reconstructions of {} held-out scenes: ShapesEval {:.4f}, PSNR {:.2f} dB -> {}/recon.json", s.images,
-               s.shapes.overall, s.psnr, a.out);
+  spdlog::info("reconstructions of {} held-out scenes: ShapesEval {:.4f}, colour IoU {:.4f}, PSNR {:.2f} dB -> "
+               "{}/recon.json", s.images, s.shapes.overall, s.color_iou, s.psnr, a.out);
   return 0;
 }
 
@@ -54,7 +63,9 @@ iomm::cli::Register reg{{"eval", "Evaluate generated images (shapes: ShapesEval 
     CLI::App* rc = app.add_subcommand("recon", "The stage-1 reconstruction proxy: redraw rendered held-out scenes "
                                                "from their own self-conditions, score with ShapesEval (each against "
                                                "its source's metadata) and PSNR");
-    rc->add_option("--model", r->model, "IOMM model directory (RUN/model)")->required()->check(CLI::ExistingDirectory);
+    rc->add_option("--model", r->model, "IOMM model directory (RUN/model); required unless --rescore")
+        ->check(CLI::ExistingDirectory);
+    rc->add_flag("--rescore", r->rescore, "score OUT/inputs against OUT/recon of an earlier run again (no model)");
     rc->add_option("--out", r->out, "output folder: inputs/, recon/, recon.json")->required();
     rc->add_option("--prompts", r->prompts, "eval | eval-small | a metadata.jsonl file")->capture_default_str();
     rc->add_option("--per-prompt", r->opt.per_prompt, "scenes per prompt")->capture_default_str();
