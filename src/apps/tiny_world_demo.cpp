@@ -17,6 +17,7 @@
 #include "data/image.h"
 #include "data/image_pool.h"
 #include "apps/generate_geneval.h"
+#include "apps/recon_eval.h"
 #include "model/iomm_model.h"
 #include "report/html_report.h"
 #include "report/image_grid.h"
@@ -61,6 +62,10 @@ Config stage_config(const DemoOptions& o, const std::vector<std::string>& files,
   return cfg;
 }
 
+int eval_threads(const DemoOptions& o) {
+  return o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 struct Scored {
   std::string name;
   world::EvalResult result;
@@ -70,7 +75,7 @@ struct Scored {
 Scored evaluate_model(IommModel& model, const std::string& name, const std::vector<world::PromptSpec>& prompts,
                       const DemoOptions& o, const std::string& dir) {
   auto t = Clock::now();
-  at::set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(eval_threads(o));
   fs::remove_all(dir);
   GenevalOptions g;
   g.per_prompt = o.per_prompt;
@@ -88,6 +93,71 @@ Scored evaluate_model(IommModel& model, const std::string& name, const std::vect
 
 std::string rel(const std::string& path, const std::string& base) {
   return fs::relative(path, base).generic_string();
+}
+
+// "✓", or "✗ " and the verdict's reason up to its details (a caption under a 96 px image must stay short).
+std::string short_verdict(const world::Verdict& v) {
+  if (v.correct) return "✓";
+  return "✗ " + v.reason.substr(0, v.reason.find(':'));
+}
+
+// The first sample of each of the first `max` prompts, captioned with its prompt and verdict, so the report says
+// what each image was asked to show (the grid PNGs cannot).
+void add_labelled_samples(report::HtmlReport& rep, const world::EvalResult& r, const std::string& dir,
+                          const std::string& base, size_t max) {
+  std::vector<report::Figure> figs;
+  int last = -1;
+  for (const auto& im : r.images) {
+    if (im.prompt_index == last) continue;
+    last = im.prompt_index;
+    figs.push_back({rel(dir + "/" + im.file, base), im.prompt + " — " + short_verdict(im.verdict), true, 96});
+    if (figs.size() >= max) break;
+  }
+  rep.add_image_row(figs);
+}
+
+// Input | reconstruction pairs of the proxy, captioned with the source's prompt and the reconstruction's verdict.
+void add_labelled_recon(report::HtmlReport& rep, const ReconScore& s, const std::string& dir, const std::string& base,
+                        size_t max) {
+  std::vector<report::Figure> figs;
+  for (const auto& im : s.shapes.images) {
+    if (figs.size() >= 2 * max) break;
+    figs.push_back({rel(dir + "/inputs/" + im.file, base), "input: " + im.prompt, true, 96});
+    figs.push_back({rel(dir + "/recon/" + im.file, base), "reconstruction — " + short_verdict(im.verdict), true, 96});
+  }
+  rep.add_image_row(figs);
+}
+
+ReconScore reconstruction_proxy(IommModel& model, const std::vector<world::PromptSpec>& prompts,
+                                const DemoOptions& o, const std::string& dir) {
+  auto t = Clock::now();
+  at::set_num_threads(eval_threads(o));
+  ReconEvalOptions r;
+  r.per_prompt = 1;  // 176 scenes: ~10 s on 2 cores
+  r.generate.steps = o.eval_steps;
+  r.generate.cfg_scale = o.recon_cfg;
+  r.generate.seed = o.seed + 13;
+  r.scene_seed = o.seed + 17;  // not the ground-truth pass's scenes (seed + 1)
+  r.progress = false;
+  auto s = run_recon_eval(model, prompts, dir, r);
+  spdlog::info("stage-1 reconstruction proxy: ShapesEval {:.3f}, colour IoU {:.3f}, PSNR {:.2f} dB ({} scenes, {:.1f}s)",
+               s.shapes.overall, s.color_iou, s.psnr, s.images, since(t));
+  return s;
+}
+
+void add_recon_section(report::HtmlReport& rep, const ReconScore& s, const std::string& dir,
+                       const std::string& base) {
+  rep.add_heading("Stage 1: reconstruction proxy (held-out scenes redrawn from their own self-conditions)");
+  rep.add_paragraph(fmt::format(
+      "Each held-out prompt's rendered scene is the image condition (unmasked); ShapesEval judges the "
+      "reconstruction against that scene's own prompt; colour IoU compares each palette colour's pixels with the "
+      "input's (colour and place). {} scenes: ShapesEval overall {:.3f}, colour IoU {:.3f}, PSNR {:.2f} dB.",
+      s.images, s.shapes.overall, s.color_iou, s.psnr));
+  std::vector<std::vector<std::string>> rows;
+  for (auto& [tag, c] : s.shapes.categories) rows.push_back({tag, fmt::format("{:.3f}", c.score())});
+  rows.push_back({"overall", fmt::format("{:.3f}", s.shapes.overall)});
+  rep.add_table({"category", "reconstruction ShapesEval"}, rows);
+  add_labelled_recon(rep, s, dir, base, 24);
 }
 
 std::string newest(const std::string& dir, const std::string& suffix) {
@@ -122,6 +192,27 @@ std::vector<std::string> experiment_overrides(const std::string& path, std::stri
   return out;
 }
 
+namespace {
+
+// --stages 1: the proxy's report and results.json, then the proxy's ShapesEval as the result.
+double finish_stage1_only(const DemoOptions& o, const ReconScore& recon, nlohmann::ordered_json& results,
+                          nlohmann::ordered_json& timings, const std::string& p_run, Clock::time_point t0) {
+  timings["total_s"] = since(t0);
+  results["timings"] = timings;
+  results["options"] = {{"seed", o.seed}, {"image_only", o.image_only}, {"stages", 1}, {"prompts", o.prompts},
+                        {"eval_steps", o.eval_steps}, {"recon_cfg", o.recon_cfg}, {"overrides", o.overrides}};
+  write_file_atomic(o.out + "/results.json", results.dump(2) + "\n");
+  report::HtmlReport rep("iomm demo --stages 1: stage 1 and its reconstruction proxy");
+  add_recon_section(rep, recon, o.out + "/eval/recon", o.out);
+  report::add_run_section(rep, p_run, o.out);
+  rep.write(o.out + "/report.html");
+  fmt::print("\nstage-1 reconstruction proxy: ShapesEval {:.3f}, colour IoU {:.3f}, PSNR {:.2f} dB   ({:.0f} s)\n",
+             recon.shapes.overall, recon.color_iou, recon.psnr, timings["total_s"].get<double>());
+  return recon.shapes.overall;
+}
+
+}  // namespace
+
 double run_tiny_world_demo(const DemoOptions& opts) {
   auto t0 = Clock::now();
   DemoOptions o = opts;
@@ -131,6 +222,7 @@ double run_tiny_world_demo(const DemoOptions& opts) {
     o.overrides.insert(o.overrides.begin(), ov.begin(), ov.end());  // command-line --set wins
     spdlog::info("experiment {}: {}", experiment_name, fmt::join(ov, " "));
   }
+  if (o.threads > 0) o.overrides.insert(o.overrides.begin(), fmt::format("all:train.threads={}", o.threads));
   fs::create_directories(o.out);
   nlohmann::ordered_json results;
   nlohmann::ordered_json timings;
@@ -185,7 +277,8 @@ double run_tiny_world_demo(const DemoOptions& opts) {
 
   // 3. the untrained generator (the floor), then stage 1
   std::vector<Scored> scores;
-  {
+  if (o.stages != 1 && o.stages != 2) fail("demo --stages {}: use 1 (stage 1 and its proxy) or 2 (the recipe)", o.stages);
+  if (o.stages == 2) {
     auto cfg = sets_for("pretrain", {});
     auto mc = IommModelConfig::from_config(cfg);
     auto untrained = IommModel::create(mc, o.seed);
@@ -201,10 +294,16 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   spdlog::info("3/6 {}: pre-training -> {}", p_label, p_run);
   auto pr = train_generator(pcfg, p_run, false);
   timings["pretrain_s"] = since(t);
+  ReconScore recon;
   {
     auto m = IommModel::load(pr.model_dir);
-    scores.push_back(evaluate_model(m, p_label, prompts, o, o.out + "/eval/pretrain"));
+    if (o.stages == 2) scores.push_back(evaluate_model(m, p_label, prompts, o, o.out + "/eval/pretrain"));
+    t = Clock::now();
+    recon = reconstruction_proxy(m, prompts, o, o.out + "/eval/recon");
+    timings["recon_proxy_s"] = since(t);
   }
+  results["stage1_recon"] = recon.to_json();
+  if (o.stages == 1) return finish_stage1_only(o, recon, results, timings, p_run, t0);
 
   // 4. stage 2
   t = Clock::now();
@@ -270,14 +369,17 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   rep.add_table(header, rows);
   rep.add_image_row({{rel(o.out + "/eval/finetune_grid.png", o.out), "stage 2 samples (green: correct)", true, 0},
                      {rel(o.out + "/eval/pretrain_grid.png", o.out), "stage 1 samples", true, 0}});
+  rep.add_heading("Stage 2 samples with their prompts (first image of each held-out prompt)", 3);
+  add_labelled_samples(rep, scores.back().result, o.out + "/eval/finetune", o.out, prompts.size());
+  add_recon_section(rep, recon, o.out + "/eval/recon", o.out);
   rep.add_heading("Understanding model (the frozen MLLM)");
   std::vector<std::vector<std::string>> urows;
   for (auto& [k, v] : caption_eval.items())
     if (v.is_number()) urows.push_back({k, fmt::format("{:.4g}", v.get<double>())});
   rep.add_table({"caption metric", "value"}, urows);
   rep.add_heading("Stage 1: reconstructions (input | output, self-conditioned, unmasked)");
-  auto recon = newest(p_run + "/samples", "-recon.png");
-  if (!recon.empty()) rep.add_image(rel(recon, o.out), "stage-1 reconstructions next to their inputs");
+  auto recon_grid = newest(p_run + "/samples", "-recon.png");
+  if (!recon_grid.empty()) rep.add_image(rel(recon_grid, o.out), "stage-1 reconstructions next to their inputs");
   rep.add_heading("Zero-shot editing (reference | edited)");
   rep.add_paragraph("Instructions, left to right: " + nlohmann::json(results["edits"]).dump());
   rep.add_image(rel(edit_png, o.out), "edits by the stage-2 model");
@@ -308,6 +410,8 @@ double run_tiny_world_demo(const DemoOptions& opts) {
 
   fmt::print("\nShapesEval overall on {} held-out prompts × {}:\n", prompts.size(), o.per_prompt);
   for (auto& s : scores) fmt::print("  {:<22} {:.3f}\n", s.name, s.result.overall);
+  fmt::print("  {:<22} {:.3f} (colour IoU {:.3f}, PSNR {:.2f} dB)\n", "stage-1 recon proxy", recon.shapes.overall,
+             recon.color_iou, recon.psnr);
   fmt::print("  {:<22} {:.3f}\n\nreport: {}/report.html   results: {}/results.json   ({:.0f} s)\n", "ground truth",
              gt.result.overall, o.out, o.out, total);
   return scores.back().result.overall;

@@ -3,7 +3,9 @@
 //   2. the understanding model (tiny InternVL trained by captioning, then frozen) and its caption accuracy
 //   3. stage 1: image-only pre-training (self-conditioning + MIM)
 //   4. stage 2: fine-tuning on a mix of images and pairs, starting from stage 1
-//   5. ShapesEval on the held-out prompts: untrained generator, stage 1, stage 2 (and the ground truth)
+//   5. ShapesEval on the held-out prompts: untrained generator, stage 1, stage 2 (and the ground truth); and the
+//      stage-1 reconstruction proxy (apps/recon_eval.h): stage 1 redrawing rendered held-out scenes from their
+//      own self-conditions, scored by ShapesEval against each source's metadata and by PSNR
 //   6. OUT/report.html (sample grids per stage, stage-1 reconstructions beside their inputs, loss curves, scores)
 //   7. OUT/results.json
 #pragma once
@@ -30,6 +32,13 @@ struct DemoOptions {
   std::vector<std::string> overrides;
   std::string experiment;           // a TOML file: name, [understanding] [model] [pretrain] [finetune] overrides
   std::string mllm;                 // reuse this understanding model (a model dir) instead of training one
+  // 1: stop after stage 1 and its reconstruction proxy (no untrained / stage-1 text-to-image passes): the fast
+  // loop for comparing generator designs. 2: the whole recipe.
+  int stages = 2;
+  double recon_cfg = 3.0;
+  // Torch threads of every phase (training and evaluation); 0 = the configs' train.threads and all cores for
+  // evaluation. 1 lets two design runs share a 2-core machine without slowing each other down.
+  int threads = 0;           // the proxy's CFG: the stage-1 sample grid's (configs/world/pretrain.toml)
 };
 
 // The STAGE:key=value overrides of an experiment file (experiments/*.toml), and its name.
@@ -40,7 +49,7 @@ std::vector<std::string> experiment_overrides(const std::string& path, std::stri
 // report, results.json and the ablation table must say what the stage saw.
 std::string stage_label(int stage, Config& cfg);
 
-// Runs everything; returns the stage-2 ShapesEval overall score.
+// Runs everything; returns the stage-2 ShapesEval overall score (with stages = 1: the proxy's ShapesEval).
 double run_tiny_world_demo(const DemoOptions& o);
 
 }  // namespace iomm

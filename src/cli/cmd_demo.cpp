@@ -28,6 +28,15 @@ iomm::cli::Register reg{{"demo", "Run the main job on the embedded default: IOMM
                    "--set pretrain:train.steps=100");
     app.add_option("--experiment", a->experiment, "experiment file (experiments/*.toml): its stage overrides")
         ->check(CLI::ExistingFile);
+    app.add_option("--stages", a->stages, "1: stop after stage 1 and its reconstruction proxy (fast design loop); "
+                                          "2: the whole recipe")
+        ->check(CLI::IsMember({1, 2}))
+        ->capture_default_str();
+    app.add_option("--recon-cfg", a->recon_cfg, "CFG scale of the stage-1 reconstruction proxy")
+        ->capture_default_str();
+    app.add_option("--threads", a->threads, "torch threads of every phase (0: the configs' and all cores)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     app.add_option("--mllm", a->mllm, "reuse an understanding model (RUN/model of an earlier demo or `iomm train`)")
         ->check(CLI::ExistingDirectory);
     return [a]() -> int {

@@ -26,8 +26,12 @@ int64_t GeneratorConfig::context_dim() const { return arch == "zimage" ? zimage.
 GeneratorConfig GeneratorConfig::from_config(Config& cfg, const std::string& prefix, int64_t context_dim) {
   GeneratorConfig c;
   c.arch = cfg.get_choice(prefix + ".arch", c.arch, {"mmdit", "zimage"});
+  c.detail_head_channels = cfg.get_int(prefix + ".detail_head_channels", c.detail_head_channels, 0, 1024);
   std::string key;
   if (c.arch == "zimage") {
+    if (c.detail_head_channels > 0)
+      fail("{}: {}.detail_head_channels = {} is an MM-DiT option; remove it for arch = \"zimage\"", cfg.source(),
+           prefix, c.detail_head_channels);
     c.zimage = ZImageConfig::from_config(cfg, prefix, context_dim);
     if (c.zimage.f_patch_size != 1)
       fail("{}: {}.f_patch_size = {}; IOMM generates single images (f_patch_size 1)", cfg.source(), prefix,
@@ -49,7 +53,13 @@ namespace {
 class MMDiTGenerator : public Generator {
  public:
   MMDiTGenerator(const GeneratorConfig& c, const torch::TensorOptions& opts)
-      : Generator(c), net_(c.mmdit, opts) {}
+      : Generator(c), net_(c.mmdit, opts) {
+    // Registered under the MM-DiT, so that training, EMA, checkpoints and the saved generator carry it as
+    // "detail_head.*" beside the BFL names (a FLUX tool would see the extra tensors and refuse them).
+    if (c.detail_head_channels > 0)
+      head_ = net_->register_module(
+          "detail_head", DetailHead(c.mmdit.latent_channels(), c.detail_head_channels, opts));
+  }
 
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& h, const at::Tensor& h_mask,
                      int64_t latent_h, int64_t latent_w) override {
@@ -60,11 +70,19 @@ class MMDiTGenerator : public Generator {
     in.txt_ids = torch::zeros({h.size(1), 3}, torch::TensorOptions().device(x.device()));
     in.timesteps = t.to(x.device(), x.scalar_type());
     in.txt_mask = h_mask;
-    return net_->forward(in);
+    auto out = net_->forward(in);
+    if (!head_) return out;
+    int64_t p = config_.mmdit.patch_size;
+    auto refined = head_->forward(unpack_latents(out, latent_h, latent_w, p),
+                                  unpack_latents(x, latent_h, latent_w, p), in.timesteps);
+    return pack_latents(refined, p);
   }
   torch::nn::Module& module() override { return *net_; }
   const torch::nn::Module& module() const override { return *net_; }
-  void init_weights(uint64_t seed) override { net_->init_weights(seed); }
+  void init_weights(uint64_t seed) override {
+    net_->init_weights(seed);  // also touches the head's tensors (it is registered under the net) ...
+    if (head_) head_->init_weights(seed + 1);  // ... so the head's own initialisation comes after
+  }
   void set_activation_checkpointing(int64_t every) override { net_->checkpoint_every = every; }
   void save(const std::string& dir) const override { save_mmdit(net_, dir, "bfl"); }
   void load_weights(const std::string& dir) override {
@@ -74,6 +92,7 @@ class MMDiTGenerator : public Generator {
 
  private:
   MMDiT net_;
+  DetailHead head_{nullptr};
 };
 
 class ZImageGenerator : public Generator {

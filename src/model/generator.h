@@ -12,6 +12,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "models/detail_head.h"
 #include "models/mmdit.h"
 #include "models/zimage_dit.h"
 
@@ -27,6 +28,9 @@ struct GeneratorConfig {
   std::string arch = "mmdit";  // mmdit | zimage
   MMDiTConfig mmdit;           // arch = mmdit
   ZImageConfig zimage;         // arch = zimage
+  // Width of a convolutional detail head after the MM-DiT (models/detail_head.h); 0 = none, the paper's
+  // architecture. A tiny-world option: a DiT on 4x4 pixel patches learns edges slowly without it.
+  int64_t detail_head_channels = 0;
 
   int64_t latent_channels() const;
   int64_t patch_size() const;

@@ -31,7 +31,7 @@ figure { display: inline-block; vertical-align: top; margin: 0 1rem 1rem 0; }
 figure img { display: block; max-width: 100%; border: 1px solid #ddd; background: #fff; }
 /* crisp-edges first: browsers that know pixelated (the nearest-neighbour one) take the later rule */
 figure img.pixelated { image-rendering: crisp-edges; image-rendering: pixelated; min-width: 96px; }
-figcaption { font-size: 13px; color: #555; margin-top: .25rem; word-break: break-all; }
+figcaption { font-size: 13px; color: #555; margin-top: .25rem; overflow-wrap: anywhere; }
 .row { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 1rem; margin-bottom: 1rem; }
 .row figure { margin: 0; }
 .svg { display: inline-block; vertical-align: top; margin: 0 1rem 1rem 0; border: 1px solid #ddd; }
@@ -54,7 +54,10 @@ std::string figure_html(const Figure& f) {
   std::string attrs = fmt::format("src=\"{}\" alt=\"{}\"", html_escape(url_encode_path(f.src)), html_escape(f.caption));
   if (f.pixelated) attrs += " class=\"pixelated\"";
   if (f.width > 0) attrs += fmt::format(" width=\"{}\"", f.width);
-  std::string out = "<figure><img " + attrs + ">";
+  if (!f.caption.empty()) attrs += " title=\"" + html_escape(f.caption) + "\"";  // the caption on hover, too
+  // A fixed width keeps a long caption (a prompt) under its image instead of widening the figure.
+  std::string out = f.width > 0 ? fmt::format("<figure style=\"width:{}px\"><img ", f.width) + attrs + ">"
+                                : "<figure><img " + attrs + ">";
   if (!f.caption.empty()) out += "<figcaption>" + html_escape(f.caption) + "</figcaption>";
   return out + "</figure>\n";
 }

@@ -41,8 +41,8 @@ TEST(HtmlReport, EveryTextArgumentIsEscaped) {
   const std::string html = r.html();
   EXPECT_EQ(html.find("<b>"), std::string::npos);
   EXPECT_EQ(html.find("'a'"), std::string::npos);
-  // title + h1 + h3 + p + th + td + alt + caption + alt + caption + summary + code
-  EXPECT_EQ(count(html, kEscaped), 12u);
+  // title + h1 + h3 + p + th + td + (alt + img title + caption) × 2 + summary + code
+  EXPECT_EQ(count(html, kEscaped), 14u);
   EXPECT_NE(html.find("<title>" + kEscaped + "</title>"), std::string::npos);
   EXPECT_NE(html.find("<h3>" + kEscaped + "</h3>"), std::string::npos);
   EXPECT_NE(html.find("src=\"s/%3Cb%3Ex%3C/b%3E%20%26%20%22q%22%20%27a%27.png\""), std::string::npos);
@@ -67,7 +67,8 @@ TEST(HtmlReport, DocumentIsSelfContained) {
   EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
   EXPECT_NE(html.find("<meta charset=\"utf-8\">"), std::string::npos);
   EXPECT_NE(html.find("image-rendering: pixelated"), std::string::npos);
-  EXPECT_NE(html.find("<img src=\"grid.png\" alt=\"step 100\" class=\"pixelated\">"), std::string::npos);
+  EXPECT_NE(html.find("<img src=\"grid.png\" alt=\"step 100\" class=\"pixelated\" title=\"step 100\">"),
+            std::string::npos);
   EXPECT_NE(html.find("<img src=\"photo.png\" alt=\"\">"), std::string::npos);
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_EQ(html.find("http://"), std::string::npos);  // nothing fetched
@@ -95,6 +96,15 @@ TEST(HtmlReport, ImageRowKeepsFiguresTogetherInOrder) {
   EXPECT_LT(a, b);
   EXPECT_LT(b, html.find("</div>", row));
   EXPECT_NE(html.find("<figcaption>second</figcaption>"), std::string::npos);
+}
+
+TEST(HtmlReport, ALabelledSampleShowsItsPromptUnderneathAndOnHover) {
+  HtmlReport r("t");
+  r.add_image_row({{"s.png", "a photo of a <red> circle", true, 96}});
+  const std::string html = r.html();
+  EXPECT_NE(html.find("<figure style=\"width:96px\">"), std::string::npos) << html;
+  EXPECT_NE(html.find("title=\"a photo of a &lt;red&gt; circle\""), std::string::npos) << html;
+  EXPECT_NE(html.find("<figcaption>a photo of a &lt;red&gt; circle</figcaption>"), std::string::npos) << html;
 }
 
 TEST(HtmlReport, WriteIsAtomicAndRejectsBadHeadings) {
