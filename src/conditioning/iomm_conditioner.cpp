@@ -113,7 +113,8 @@ Condition IommConditionerImpl::forward(const std::vector<ConditionInput>& inputs
     torch::NoGradGuard no_grad;
     prefix = mllm->forward_embeds(c, key_mask, {}, nullptr, /*use_cache=*/true);
   }
-  auto q = rqa->forward(c, key_mask);
+  // The adapter trains in its own dtype (fp32 masters) while the frozen MLLM may be held in bf16.
+  auto q = rqa->forward(c.to(rqa->parameters().front().scalar_type()), key_mask);
   int64_t B = c.size(0), Nq = q.size(1);
   auto q_mask = torch::ones({B, Nq}, key_mask.options());
   auto h = mllm->forward_embeds(q.to(dtype), q_mask, {}, &prefix.cache, false).last_hidden_state;

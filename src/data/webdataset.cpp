@@ -223,11 +223,12 @@ bool WebDatasetReader::read_sample(Sample& out) {
     try {
       if (!read_member(name, bytes)) break;
     } catch (const Error& e) {
-      // Damage after a sample's last member (in the next sample's header or data) leaves that sample whole: it is
-      // handed out, as webdataset's own tar reader does, and the shard ends. Damage inside it drops it.
+      // Damage in the data of the next sample's first member leaves this sample whole (that member's header,
+      // read, names another key): it is handed out and the shard ends. Damage inside this sample, or in a header
+      // (which may have been one more member of this sample), drops it: a partial sample is never handed out.
       std::string damaged_key, damaged_ext;
-      const bool inside = !name.empty() && split_key(name, damaged_key, damaged_ext) && damaged_key == out.key;
-      if (!tolerate_damage_ || out.members.empty() || inside) throw;
+      const bool next_sample = !name.empty() && split_key(name, damaged_key, damaged_ext) && damaged_key != out.key;
+      if (!tolerate_damage_ || out.members.empty() || !next_sample) throw;
       count_damage(e);
       tar_->at_end = true;
       return true;

@@ -186,7 +186,7 @@ TEST(WebDataset, ACutShardKeepsTheSamplesBeforeTheCut) {
     return keys;
   };
   EXPECT_EQ(read_cut(4608 + 512 + 1000), (std::vector<std::string>{"a:2"}));  // inside b.png's data
-  EXPECT_EQ(read_cut(4608 + 100), (std::vector<std::string>{"a:2"}));         // inside b.png's header
+  EXPECT_EQ(read_cut(4608 + 100), (std::vector<std::string>{}));  // inside the next header: a may have had more
   EXPECT_EQ(read_cut(3584 + 512 + 3), (std::vector<std::string>{}));          // inside a.txt: a is dropped
   EXPECT_EQ(read_cut(8192 + 512 + 3), (std::vector<std::string>{"a:2"}));     // inside b.txt: b is dropped
   fs::remove_all(d);

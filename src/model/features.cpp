@@ -51,12 +51,12 @@ at::Tensor caption_input_ids(const std::string& caption, const ConditionTemplate
 FeatureEncoder::FeatureEncoder(const IommModelConfig& c)
     : mllm_dir_(c.mllm),
       device_(c.device),
-      dtype_(c.dtype),
+      dtype_(c.frozen_dtype),
       resolution_(c.resolution),
       templates_(c.conditioner.templates),
-      mllm_(load_internvl(c.mllm, c.device, c.dtype, /*lm_head=*/false)),
+      mllm_(load_internvl(c.mllm, c.device, c.frozen_dtype, /*lm_head=*/false)),
       tokenizer_(Tokenizer::load(c.mllm)),
-      ae_(open_autoencoder(c.autoencoder, c.device, c.dtype)) {}
+      ae_(open_autoencoder(c.autoencoder, c.device, c.frozen_dtype)) {}
 
 ImageFeatures FeatureEncoder::encode(const at::Tensor& images) {
   return encode_image_features(*ae_, *mllm_, images, device_, dtype_);

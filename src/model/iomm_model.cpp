@@ -25,6 +25,7 @@ IommModelConfig IommModelConfig::from_config(Config& cfg) {
   c.resolution = cfg.get_int("model.resolution", c.resolution, 8, 8192);
   c.device = cfg.get_string("model.device", c.device);
   c.dtype = cfg.get_choice("model.dtype", c.dtype, {"float32", "bfloat16", "float16"});
+  c.frozen_dtype = cfg.get_choice("model.frozen_dtype", c.dtype, {"float32", "bfloat16", "float16"});
   c.prediction = cfg.get_choice("model.prediction", c.prediction, {"velocity", "data"});
   c.prediction_t_min = cfg.get_double("model.prediction_t_min", c.prediction_t_min, 1e-4, 1.0);
   auto mllm = InternVLConfig::from_json(read_model_config(c.mllm), c.mllm + "/config.json");
@@ -57,14 +58,15 @@ void set_requires_grad(torch::nn::Module& m, bool on) {
 IommModel IommModel::create(const IommModelConfig& config, uint64_t seed) {
   IommModel m;
   m.config_ = config;
-  auto mllm = load_internvl(config.mllm, config.device, config.dtype, /*lm_head=*/false);
+  auto mllm = load_internvl(config.mllm, config.device, config.frozen_dtype, /*lm_head=*/false);
   auto tok = Tokenizer::load(config.mllm);
   torch::manual_seed(seed);  // the adapter's initialisation
   m.conditioner_ = IommConditioner(config.conditioner, mllm, tok);
-  m.conditioner_->to(torch::Device(config.device), dtype_from_name(config.dtype));
+  m.conditioner_->to(torch::Device(config.device), dtype_from_name(config.dtype));  // the adapter (the MLLM is not
+                                                                                   // a registered submodule)
   m.generator_ = make_generator(config.generator, config.device, config.dtype);
   m.generator_->init_weights(seed);
-  m.autoencoder_ = open_autoencoder(config.autoencoder, config.device, config.dtype);
+  m.autoencoder_ = open_autoencoder(config.autoencoder, config.device, config.frozen_dtype);
   check_latent_channels(config, *m.autoencoder_);
   return m;
 }
@@ -73,6 +75,7 @@ IommModel IommModel::load(const std::string& dir, const std::string& device, con
   auto cfg = load_model_toml(dir);
   if (!device.empty()) cfg.set("model.device=\"" + device + "\"");
   if (!dtype.empty()) cfg.set("model.dtype=\"" + dtype + "\"");
+  if (!dtype.empty()) cfg.set("model.frozen_dtype=\"" + dtype + "\"");
   auto c = IommModelConfig::from_config(cfg);
   cfg.check_unused();
   auto m = create(c, 0);

@@ -22,6 +22,7 @@
 #include "model/features.h"
 #include "model/generator.h"
 #include "models/autoencoder.h"
+#include "models/hf_config.h"  // dtype_from_name
 #include "models/weights.h"
 
 namespace iomm {
@@ -33,7 +34,11 @@ struct IommModelConfig {
   std::string autoencoder = "identity";  // "identity" (pixel space) or a FLUX VAE path
   int64_t resolution = 32;              // training / generation image side
   std::string device = "cpu";
-  std::string dtype = "float32";        // generator compute dtype (the MLLM uses it too)
+  std::string dtype = "float32";        // the generator's and the adapter's dtype (fp32 master weights under autocast)
+  // The frozen MLLM's and autoencoder's dtype (model.frozen_dtype; default: model.dtype). The paper's set-up is
+  // fp32 masters with bf16 autocast and the frozen models held in bf16 (half their memory); their outputs are
+  // cast to `dtype` where they enter the trained parts.
+  std::string frozen_dtype = "float32";
   // What the generator's output means. "velocity" (z − x, FLUX and the paper) or "data" (x itself; the velocity is
   // then (x_t − x̂)/t, and the loss stays the velocity loss). Pixel-space models with large patches learn far
   // faster with "data": the clean image lies on a low-dimensional manifold, the noise does not (Li & He 2025,
@@ -44,7 +49,7 @@ struct IommModelConfig {
   ConditionerConfig conditioner;        // [conditioner]
   std::string resolved_toml;            // the [model], [generator], [conditioner] tables as read (iomm.toml)
 
-  // [model] mllm, autoencoder, resolution, device, dtype, prediction; [generator]; [conditioner]. Needs the MLLM's
+  // [model] mllm, autoencoder, resolution, device, dtype, frozen_dtype, prediction; [generator]; [conditioner]. Needs the MLLM's
   // width (read from its config.json) for the conditioner and the generator's context width.
   static IommModelConfig from_config(Config& cfg);
 };
@@ -96,7 +101,8 @@ class IommModel {
   // A fresh model: the MLLM and tokenizer loaded (frozen) from config.mllm, generator and adapter initialised
   // from `seed` (adaLN-Zero generator; RQA as in its lineage).
   static IommModel create(const IommModelConfig& config, uint64_t seed);
-  // A saved model directory (see above), frozen and in eval mode; `device`/`dtype` empty = as saved.
+  // A saved model directory (see above), frozen and in eval mode; `device`/`dtype` empty = as saved (a `dtype`
+  // given applies to the frozen models too).
   static IommModel load(const std::string& dir, const std::string& device = "", const std::string& dtype = "");
   void save(const std::string& dir) const;
   // Copies the generator and adapter weights of a saved model directory into this model (stage 2 starting
@@ -153,6 +159,8 @@ class IommModel {
   IommConditioner conditioner_{nullptr};
   std::unique_ptr<Generator> generator_;
   std::shared_ptr<Autoencoder> autoencoder_;
+
+  c10::ScalarType frozen_dtype() const { return dtype_from_name(config_.frozen_dtype); }
 };
 
 // cond ; other along the batch, padding the shorter token axis (mask false) so both stack.

@@ -17,8 +17,9 @@ FlowLoss IommModel::loss(const TrainingBatch& b, const TimestepSampling& timeste
   at::Tensor x;
   {
     torch::NoGradGuard no_grad;  // the autoencoder is frozen; cached latents are what it would give (features.h)
-    auto latents = b.latents.defined() ? b.latents.to(p.device(), p.scalar_type())
-                                       : autoencoder_->encode(b.images.to(p.device(), p.scalar_type()));
+    auto latents = b.latents.defined()
+                       ? b.latents.to(p.device(), p.scalar_type())
+                       : autoencoder_->encode(b.images.to(p.device(), frozen_dtype())).to(p.scalar_type());
     x = pack_latents(latents, config_.generator.patch_size());
   }
   int64_t B = x.size(0);
@@ -59,12 +60,12 @@ void set_batch_noise(TrainingBatch& batch, const std::vector<SampleNoise>& draws
 }
 
 ImageFeatures IommModel::encode_features(const at::Tensor& images) {
-  return encode_image_features(*autoencoder_, *conditioner_->mllm, images, config_.device, config_.dtype);
+  return encode_image_features(*autoencoder_, *conditioner_->mllm, images, config_.device, config_.frozen_dtype);
 }
 
 data::FeatureFingerprints IommModel::feature_fingerprints() const {
   return iomm::feature_fingerprints(*autoencoder_, *conditioner_->mllm, config_.mllm, config_.conditioner.templates,
-                                    config_.resolution, config_.dtype);
+                                    config_.resolution, config_.frozen_dtype);
 }
 
 }  // namespace iomm

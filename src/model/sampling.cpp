@@ -12,7 +12,9 @@ namespace iomm {
 
 Condition IommModel::condition(const std::vector<ConditionInput>& conds, bool mim, at::Generator* gen,
                                const at::Tensor& keep) {
-  return conditioner_->forward(conds, mim, gen, keep);
+  auto cond = conditioner_->forward(conds, mim, gen, keep);
+  cond.h = cond.h.to(generator_->module().parameters().front().scalar_type());  // from a bf16 frozen MLLM
+  return cond;
 }
 
 at::Tensor IommModel::velocity(const at::Tensor& x_tokens, const at::Tensor& t, const Condition& cond) {
@@ -85,14 +87,14 @@ at::Tensor IommModel::generate(const std::vector<ConditionInput>& conds, const G
   if (guided) fn = classifier_free_guidance(fn, o.cfg_scale);
   auto sched = static_shift_schedule(o.steps, o.shift);
   auto out = sample_flow(o.sampler, fn, x, sched.sigmas, on_step);
-  return autoencoder_->decode(unpack_latents(out, side, side, patch)).to(torch::kFloat).clamp(-1, 1);
+  return autoencoder_->decode(unpack_latents(out, side, side, patch).to(frozen_dtype())).to(torch::kFloat).clamp(-1, 1);
 }
 
 at::Tensor IommModel::decode_preview(const at::Tensor& tokens) {
   torch::NoGradGuard no_grad;
   int64_t side = latent_side();
   auto lat = unpack_latents(tokens, side, side, config_.generator.patch_size());
-  return (autoencoder_->decode(lat).to(torch::kFloat).clamp(-1, 1) + 1) / 2;
+  return (autoencoder_->decode(lat.to(frozen_dtype())).to(torch::kFloat).clamp(-1, 1) + 1) / 2;
 }
 
 }  // namespace iomm
