@@ -1,8 +1,9 @@
 """The Python peer of iomm's streaming loader: webdataset + Pillow + torch DataLoader, doing what
 `iomm data scan` does per sample: decode, RGB, shorter side to R (bicubic), centre crop, uint8 CHW tensor, and the
-caption. One epoch; prints one JSON object {"samples", "seconds", "images_per_s", "workers"}.
+caption. One epoch; prints one JSON object {"samples", "seconds", "images_per_s", "workers"}. With --draft, JPEGs
+are decoded at reduced scale first (Image.draft, libjpeg's DCT scaling), as `iomm data scan --jpeg-draft` does.
 
-    python bench/loader/loader_peer.py --data DIR --resolution 256 --workers 2
+    python bench/loader/loader_peer.py --data DIR --resolution 256 --workers 2 [--draft]
 """
 import argparse
 import glob
@@ -16,9 +17,12 @@ import webdataset as wds
 from PIL import Image
 
 
-def preprocess(sample: dict, r: int) -> tuple:
+def preprocess(sample: dict, r: int, draft: bool) -> tuple:
     key = next(k for k in ("jpg", "jpeg", "png", "webp") if k in sample)
-    img = Image.open(io.BytesIO(sample[key])).convert("RGB")
+    img = Image.open(io.BytesIO(sample[key]))
+    if draft:
+        img.draft("RGB", (r, r))  # JPEG only: the largest 1/2^k scale keeping both sides >= r
+    img = img.convert("RGB")
     w, h = img.size
     s = r / min(w, h)
     img = img.resize((max(r, round(w * s)), max(r, round(h * s))), Image.BICUBIC)
@@ -32,9 +36,10 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--draft", action="store_true")
     a = ap.parse_args()
     shards = sorted(glob.glob(f"{a.data}/*.tar"))
-    ds = wds.WebDataset(shards, shardshuffle=False, empty_check=False).map(lambda s: preprocess(s, a.resolution))
+    ds = wds.WebDataset(shards, shardshuffle=False, empty_check=False).map(lambda s: preprocess(s, a.resolution, a.draft))
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=a.workers, prefetch_factor=16)
     t0 = time.perf_counter()
     n = 0

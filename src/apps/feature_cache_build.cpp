@@ -100,12 +100,14 @@ void write_batch(FeatureEncoder& enc, std::vector<Pending>& batch, data::TarWrit
 
 // One image for the cache: decoded and cropped as training does (data::prepare_sample), its caption kept when usable.
 // An unusable caption (not UTF-8, a broken .json) leaves the image cached without one, counted in `bad_captions`.
-std::optional<data::SampleSkip> prepare(const data::Sample& raw, int resolution, Pending& out, int64_t& bad_captions) {
+std::optional<data::SampleSkip> prepare(const data::Sample& raw, int resolution, bool jpeg_draft, Pending& out,
+                                        int64_t& bad_captions) {
   data::StreamSample s;
-  auto skip = data::prepare_sample(raw, resolution, /*require_caption=*/true, s);  // the caption first, no decode
+  // The caption first, no decode.
+  auto skip = data::prepare_sample(raw, resolution, /*require_caption=*/true, jpeg_draft, s);
   if (skip && (skip->cause == "no_caption" || skip->cause == "bad_caption")) {
     bad_captions += skip->cause == "bad_caption";
-    skip = data::prepare_sample(raw, resolution, /*require_caption=*/false, s);
+    skip = data::prepare_sample(raw, resolution, /*require_caption=*/false, jpeg_draft, s);
   }
   if (skip) return skip;
   out = {cache_key(raw.key), std::nullopt, s.image};
@@ -116,7 +118,7 @@ std::optional<data::SampleSkip> prepare(const data::Sample& raw, int resolution,
 // One unit -> one shard (at most `max_samples` samples when > 0; the shard is then partial if the unit had more).
 // Damage is counted by cause as the training stream counts it (read_unit, prepare_sample).
 data::CacheShard cache_unit(FeatureEncoder& enc, const data::DataSource& in, int64_t unit, const std::string& dir,
-                            int64_t batch_size, int64_t max_samples, data::FeatureManifest& m) {
+                            int64_t batch_size, int64_t max_samples, bool jpeg_draft, data::FeatureManifest& m) {
   data::CacheShard shard;
   shard.name = fmt::format("features-{:06d}.tar", unit);
   data::TarWriter tar((fs::path(dir) / shard.name).string());
@@ -129,7 +131,7 @@ data::CacheShard cache_unit(FeatureEncoder& enc, const data::DataSource& in, int
       return;
     }
     Pending p;
-    if (auto skip = prepare(raw, int(enc.resolution()), p, shard.bad_captions)) {
+    if (auto skip = prepare(raw, int(enc.resolution()), jpeg_draft, p, shard.bad_captions)) {
       if (!skips.count.count(skip->cause))
         spdlog::warn("iomm cache: skipping a sample ({}): {}", skip->cause, skip->example);
       skips.add(skip->cause, skip->example);
@@ -152,7 +154,7 @@ namespace {
 data::FeatureManifest new_manifest(const CacheOptions& o, const data::DataSource& in, const FeatureEncoder& enc) {
   data::FeatureManifest m;
   m.fingerprints = enc.fingerprints();
-  m.preprocess = data::kTrainingPreprocess;
+  m.preprocess = o.jpeg_draft ? data::kTrainingPreprocessJpegDraft : data::kTrainingPreprocess;
   if (const auto* c = enc.autoencoder().flux_config()) {
     m.latent_scale = c->scaling_factor;
     m.latent_shift = c->shift_factor;
@@ -176,6 +178,10 @@ void keep_earlier_shards(const CacheOptions& o, data::FeatureManifest& m) {
   if (!diff.empty())
     fail("iomm cache: {} holds a cache made with {}; give another --out or delete that directory to rebuild it",
          o.out, fmt::join(diff, "; "));
+  if (old->preprocess != m.preprocess)
+    fail("iomm cache: {} holds a cache preprocessed as '{}', this run preprocesses as '{}' ({}--jpeg-draft); give "
+         "another --out or rerun as it was made",
+         o.out, old->preprocess, m.preprocess, o.jpeg_draft ? "" : "no ");
   if (old->source != m.source || old->unit != m.unit || old->input_units != m.input_units)
     fail("iomm cache: {} holds a cache of --data '{}' ({} units of {}), not of '{}' ({} units of {}); give another "
          "--out",
@@ -231,7 +237,7 @@ CacheResult build_feature_cache(const CacheOptions& o) {
   auto t_loop = std::chrono::steady_clock::now();
   for (int64_t u : todo) {
     if (o.limit > 0 && m.samples >= o.limit) break;
-    auto shard = cache_unit(enc, in, u, o.out, o.batch_size, o.limit > 0 ? o.limit - m.samples : 0, m);
+    auto shard = cache_unit(enc, in, u, o.out, o.batch_size, o.limit > 0 ? o.limit - m.samples : 0, o.jpeg_draft, m);
     r.new_samples += shard.samples;
     m.shards.push_back(shard);
     std::sort(m.shards.begin(), m.shards.end(), [](const auto& a, const auto& b) { return a.name < b.name; });

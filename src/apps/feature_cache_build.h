@@ -26,6 +26,7 @@ struct CacheOptions {
   int64_t rank = 0, world_size = 1;
   int64_t limit = 0;                   // > 0: stop once this rank's cache holds this many samples
   int64_t folder_unit = 1000;          // images per unit of an image folder
+  bool jpeg_draft = false;             // --jpeg-draft: large JPEGs decode at reduced scale (data/image_pool.h)
 };
 
 struct CacheResult {

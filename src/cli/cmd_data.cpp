@@ -24,6 +24,8 @@ iomm::cli::Register reg{{"data", "Training data: scan a data set through the str
         ->required();
     s->add_option("--resolution", a->o.stream.resolution, "decode + centre-crop side")->check(CLI::Range(1, 8192));
     s->add_flag("--captions", a->captions, "require captions (pairs): samples without one are skipped");
+    s->add_flag("--jpeg-draft", a->o.stream.jpeg_draft,
+                "decode JPEGs at least twice --resolution at reduced scale first (data.jpeg_draft)");
     s->add_option("--workers", a->o.stream.workers, "decode threads")->check(CLI::Range(1, 256));
     s->add_option("--prefetch", a->o.stream.prefetch, "samples decoded ahead")->check(CLI::Range(1, 1 << 20));
     s->add_option("--shuffle-buffer", a->o.stream.shuffle_buffer, "shuffle buffer (samples)")

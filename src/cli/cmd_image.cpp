@@ -17,6 +17,7 @@ struct ConvertArgs {
   std::vector<std::string> paths;
   std::string out_dir, resize, filter = "bicubic", mode = "keep";
   int center_crop = 0;
+  bool jpeg_draft = false;  // with --center-crop: decode a large JPEG at reduced scale first (data.jpeg_draft)
 };
 
 // "640x480" -> {640, 480}.
@@ -33,7 +34,7 @@ std::pair<int, int> parse_size(const std::string& s) {
 void convert_one(const ConvertArgs& a, const std::string& in, const std::string& out) {
   using namespace iomm;
   Resample filter = parse_resample(a.filter);
-  Image img = decode_image(in);
+  Image img = a.jpeg_draft ? decode_image(in, a.center_crop) : decode_image(in);
   if (a.mode == "rgb") img = to_rgb(img);
   else if (a.mode == "rgba") img = to_rgba(img);
   else if (a.mode == "gray") img = to_gray(img);
@@ -51,6 +52,7 @@ void convert_one(const ConvertArgs& a, const std::string& in, const std::string&
 int run_convert(const ConvertArgs& a) {
   using namespace iomm;
   namespace fs = std::filesystem;
+  if (a.jpeg_draft && a.center_crop <= 0) fail("--jpeg-draft needs --center-crop N (it decodes for that size)");
   if (!a.resize.empty() && a.center_crop > 0)
     fail("--resize and --center-crop are exclusive: --center-crop N already resizes the shorter side to N");
   if (a.out_dir.empty()) {
@@ -84,6 +86,9 @@ iomm::cli::Register reg{{"image", "Image utilities (decode, resize, centre-crop)
     conv->add_option("--center-crop", args->center_crop,
                      "resize the shorter side to N, then centre-crop NxN (torchvision Resize + CenterCrop)")
         ->check(CLI::PositiveNumber);
+    conv->add_flag("--jpeg-draft", args->jpeg_draft,
+                   "with --center-crop N: decode JPEGs at 1/2, 1/4 or 1/8 scale first while the shorter side stays "
+                   ">= N (Pillow's Image.draft; the training loader's data.jpeg_draft)");
     conv->add_option("--filter", args->filter, "resampling filter")
         ->check(CLI::IsMember({"nearest", "bilinear", "bicubic"}))
         ->capture_default_str();

@@ -294,6 +294,7 @@ void jpeg_emit_message(j_common_ptr cinfo, int level) {
 }
 
 struct JpegReader {
+  int draft_min_side = 0;  // > 0: decode at 1/2, 1/4 or 1/8 scale while the shorter side stays >= this
   jpeg_decompress_struct cinfo{};
   JpegErrorMgr err;
   bool created = false;
@@ -337,6 +338,18 @@ bool jpeg_decode(JpegReader* r, const uint8_t* data, size_t size) {
     }
   }
 
+  if (r->draft_min_side > 0) {
+    // libjpeg's DCT-domain scaling, chosen as Pillow's Image.draft(mode, (n, n)) does: the largest 1/denom with
+    // shorter >= denom * n (the output side is then ceil(side / denom) >= n).
+    const unsigned shorter = std::min(r->cinfo.image_width, r->cinfo.image_height);
+    for (unsigned denom : {8u, 4u, 2u}) {
+      if (shorter >= denom * unsigned(r->draft_min_side)) {
+        r->cinfo.scale_num = 1;
+        r->cinfo.scale_denom = denom;
+        break;
+      }
+    }
+  }
   int comps = r->cinfo.num_components;
   if (comps == 1) {
     r->cinfo.out_color_space = JCS_GRAYSCALE;
@@ -377,8 +390,10 @@ bool jpeg_decode(JpegReader* r, const uint8_t* data, size_t size) {
   return true;
 }
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, OrientationSources* meta) {
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, OrientationSources* meta,
+                  int draft_min_side) {
   JpegReader r;
+  r.draft_min_side = draft_min_side;
   r.cinfo.err = jpeg_std_error(&r.err.pub);
   r.err.pub.error_exit = jpeg_error_exit;
   r.err.pub.emit_message = jpeg_emit_message;
@@ -493,13 +508,13 @@ Format sniff(const uint8_t* d, size_t n) {
 
 }  // namespace
 
-Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& name) {
+Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& name, int jpeg_draft_min_side) {
   if (size == 0) fail("{}: file is empty; remove it or replace it with a JPEG, PNG or WebP image", name);
   OrientationSources meta;
   Image img;
   switch (sniff(data, size)) {
     case Format::Png: img = decode_png(data, size, name, &meta); break;
-    case Format::Jpeg: img = decode_jpeg(data, size, name, &meta); break;
+    case Format::Jpeg: img = decode_jpeg(data, size, name, &meta, jpeg_draft_min_side); break;
     case Format::Webp: img = decode_webp(data, size, name, &meta); break;
     default:
       fail("{}: not a PNG, JPEG or WebP image (unrecognised first bytes); convert it to one of these formats",
@@ -535,9 +550,9 @@ std::vector<PngText> read_png_text_file(const std::string& path) {
   return read_png_text(bytes.data(), bytes.size(), path);
 }
 
-Image decode_image(const std::string& path) {
+Image decode_image(const std::string& path, int jpeg_draft_min_side) {
   auto bytes = read_image_file(path);
-  return decode_image_bytes(bytes.data(), bytes.size(), path);
+  return decode_image_bytes(bytes.data(), bytes.size(), path, jpeg_draft_min_side);
 }
 
 // ---------------------------------------------------------------- conversions

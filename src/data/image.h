@@ -33,8 +33,13 @@ bool operator==(const Image& a, const Image& b);
 // Format by magic bytes (JPEG, PNG, WebP), never by extension. The result has Pillow's mode mapped to 1/3/4
 // channels: L -> 1, RGB/CMYK -> 3, RGBA/LA -> 4; palette -> RGB, or RGBA when the PNG has transparency;
 // 16-bit samples keep their high byte. EXIF orientation (2..8) is applied like ImageOps.exif_transpose.
-Image decode_image(const std::string& path);
-Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& name_for_errors);
+// jpeg_draft_min_side > 0: a JPEG whose shorter side is at least twice that decodes in libjpeg's DCT domain at
+// 1/2, 1/4 or 1/8 scale, the smallest that keeps its shorter side >= jpeg_draft_min_side (Pillow's Image.draft).
+// Several times faster for large photos; the pixels then differ from a full decode + resize by a few levels,
+// so the training preprocessing uses it only when asked (data.jpeg_draft). Other formats ignore it.
+Image decode_image(const std::string& path, int jpeg_draft_min_side = 0);
+Image decode_image_bytes(const uint8_t* data, size_t size, const std::string& name_for_errors,
+                         int jpeg_draft_min_side = 0);
 
 // ---- encoding ----
 // A PNG text chunk. Written as iTXt (UTF-8, uncompressed) so prompts in any script survive; read back from tEXt,

@@ -26,10 +26,10 @@ at::Tensor ImagePool::batch(const std::vector<int64_t>& idx) const {
   return to_model_range(images.index_select(0, torch::tensor(idx, torch::kLong)));
 }
 
-at::Tensor training_image(const Sample& s, int resolution) {
+at::Tensor training_image(const Sample& s, int resolution, bool jpeg_draft) {
   const auto* bytes = s.image();
   if (bytes == nullptr) fail("sample '{}' of '{}' has no image member", s.key, s.shard);
-  auto img = decode_image_bytes(bytes->data(), bytes->size(), s.shard + ": " + s.key);
+  auto img = decode_image_bytes(bytes->data(), bytes->size(), s.shard + ": " + s.key, jpeg_draft ? resolution : 0);
   img = resize_shorter_side_center_crop(to_rgb(img), resolution, Resample::Bicubic);
   // HWC bytes -> CHW with a plain loop: a torch op here (permute + contiguous) would run an OpenMP region from the
   // streaming loader's worker threads, a second team of spinning threads per worker (measured: 55% of a 1-worker
@@ -55,7 +55,7 @@ ImagePool load_image_pool(const std::string& spec, int resolution, bool require_
   if (progress && limit > 0) bar = std::make_unique<ProgressBar>(limit, "load " + spec, "img");
   auto add = [&](Sample&& raw) {
     StreamSample s;
-    if (auto skip = prepare_sample(raw, resolution, require_captions, s))
+    if (auto skip = prepare_sample(raw, resolution, require_captions, /*jpeg_draft=*/false, s))
       return pool.stats.skipped.add(skip->cause, skip->example);
     images.push_back(std::move(s.image));
     if (require_captions) pool.captions.push_back(std::move(s.caption));

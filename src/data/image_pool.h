@@ -38,8 +38,12 @@ struct ImagePool {
 // shorter side resized to R (bicubic, Pillow-compatible), centre crop R×R, rounded to uint8.
 inline constexpr const char* kTrainingPreprocess =
     "decode (EXIF orientation), RGB, shorter side resize to R (bicubic, Pillow-compatible), centre crop RxR, uint8";
+// The same with a JPEG at least twice R decoded at reduced scale first (image.h, decode_image_bytes): data.jpeg_draft.
+inline constexpr const char* kTrainingPreprocessJpegDraft =
+    "decode (EXIF orientation; JPEG DCT-domain downscale by 2/4/8 keeping the shorter side >= R), RGB, shorter side "
+    "resize to R (bicubic, Pillow-compatible), centre crop RxR, uint8";
 // The sample's image prepared as above: uint8 [3, R, R]. Throws iomm::Error when it does not decode.
-at::Tensor training_image(const Sample& s, int resolution);
+at::Tensor training_image(const Sample& s, int resolution, bool jpeg_draft = false);
 // uint8 images -> float in [-1, 1], the models' input range.
 at::Tensor to_model_range(const at::Tensor& images_u8);
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -162,6 +163,60 @@ TEST(ImageDecode, JpegRoundTripIsCloseAndTruncationIsAnError) {
     EXPECT_NE(std::string(e.what()).find("cut.jpg"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
   }
+}
+
+// A smooth photo-like RGB image: gradients and a disc, so a downscale has something to keep.
+static Image smooth_image(int w, int h) {
+  Image img(w, h, 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const bool disc = (x - w / 3) * (x - w / 3) + (y - h / 2) * (y - h / 2) < (h / 4) * (h / 4);
+      img.at(x, y, 0) = uint8_t(255 * x / w);
+      img.at(x, y, 1) = uint8_t(disc ? 230 : 255 * y / h);
+      img.at(x, y, 2) = uint8_t(disc ? 40 : 128 + 100 * std::sin(x * 0.02));
+    }
+  return img;
+}
+
+TEST(ImageDecode, JpegDraftDecodesAtReducedScaleCloseToTheExactPath) {
+  const auto jpg = encode_jpeg(smooth_image(512, 384));
+  auto dims = [&](int min_side) {
+    auto img = decode_image_bytes(jpg.data(), jpg.size(), "x.jpg", min_side);
+    return std::make_pair(img.width, img.height);
+  };
+  EXPECT_EQ(dims(0), std::make_pair(512, 384));
+  EXPECT_EQ(dims(128), std::make_pair(256, 192));  // 1/2: 1/4 would leave 96 < 128
+  EXPECT_EQ(dims(96), std::make_pair(128, 96));    // 1/4
+  EXPECT_EQ(dims(48), std::make_pair(64, 48));     // 1/8, the largest reduction libjpeg has
+  EXPECT_EQ(dims(20), std::make_pair(64, 48));
+  const auto full = decode_image_bytes(jpg.data(), jpg.size(), "x.jpg");
+  EXPECT_EQ(decode_image_bytes(jpg.data(), jpg.size(), "x.jpg", 200), full);  // under 2x: the exact decode
+
+  // Through the training preprocessing: within a few levels of the exact path.
+  const auto exact = resize_shorter_side_center_crop(full, 128, Resample::Bicubic);
+  const auto draft = resize_shorter_side_center_crop(decode_image_bytes(jpg.data(), jpg.size(), "x.jpg", 128), 128,
+                                                     Resample::Bicubic);
+  ASSERT_EQ(draft.pixels.size(), exact.pixels.size());
+  double sum = 0;
+  int worst = 0;
+  for (size_t i = 0; i < exact.pixels.size(); ++i) {
+    const int d = std::abs(int(exact.pixels[i]) - int(draft.pixels[i]));
+    sum += d;
+    worst = std::max(worst, d);
+  }
+  const double mean = sum / double(exact.pixels.size());
+  EXPECT_GT(mean, 0.0);  // it is another computation, not the exact one
+  EXPECT_LT(mean, 1.0) << "mean absolute difference in levels";  // measured 0.33
+  EXPECT_LT(worst, 32) << "largest difference (at the disc edge; measured 18)";
+  RecordProperty("draft_mean_abs_levels", std::to_string(mean));
+  RecordProperty("draft_max_abs_levels", std::to_string(worst));
+
+  // Odd sizes round up as libjpeg does; other formats ignore the hint.
+  const auto odd = encode_jpeg(smooth_image(501, 333));
+  auto o = decode_image_bytes(odd.data(), odd.size(), "odd.jpg", 100);
+  EXPECT_EQ(std::make_pair(o.width, o.height), std::make_pair(251, 167));
+  const auto png = encode_png(smooth_image(512, 384));
+  EXPECT_EQ(decode_image_bytes(png.data(), png.size(), "x.png", 128).width, 512);
 }
 
 TEST(ImageDecode, GarbageAfterJpegSignatureIsAnError) {

@@ -71,7 +71,7 @@ struct Result {
 
 }  // namespace
 
-std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool require_caption,
+std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool require_caption, bool jpeg_draft,
                                         StreamSample& out) {
   const std::string where = raw.shard + ": " + raw.key;
   out = StreamSample{};
@@ -85,7 +85,7 @@ std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool
   if (require_caption && out.caption.empty()) return SampleSkip{"no_caption", where};
   try {
     if (!raw.image()) return SampleSkip{"no_image", where};
-    out.image = training_image(raw, resolution);
+    out.image = training_image(raw, resolution, jpeg_draft);
   } catch (const Error& e) {
     return SampleSkip{"undecodable", e.what()};
   }
@@ -125,7 +125,7 @@ Result decode(Candidate& c, const StreamOptions& o) {
   r.index = c.index;
   StreamSample s;
   auto skip = o.features ? prepare_feature_sample(c.raw, o.require_captions, s)
-                         : prepare_sample(c.raw, o.resolution, o.require_captions, s);
+                         : prepare_sample(c.raw, o.resolution, o.require_captions, o.jpeg_draft, s);
   if (skip) {
     r.skip_cause = skip->cause;
     r.skip_example = skip->example;

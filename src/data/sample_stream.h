@@ -26,6 +26,7 @@ namespace iomm::data {
 
 struct StreamOptions {
   int resolution = 256;
+  bool jpeg_draft = false;        // data.jpeg_draft: large JPEGs decode at reduced scale (image_pool.h)
   bool require_captions = false;  // pairs: samples without a caption are skipped (no_caption)
   uint64_t seed = 0;
   int64_t shuffle_buffer = 1000;  // samples; 1 = the rank's unit order as read
@@ -102,7 +103,7 @@ class SampleStream {
 // Decode, RGB, shorter side to `resolution` (bicubic), centre crop, and the caption (required or not): what both
 // loaders do to a sample. Returns nullopt when `out` holds the sample, else why it is skipped (undecodable,
 // no_caption, bad_caption, no_image).
-std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool require_caption,
+std::optional<SampleSkip> prepare_sample(const Sample& raw, int resolution, bool require_caption, bool jpeg_draft,
                                         StreamSample& out);
 
 // The same for a feature cache's sample: its cached tensors (skipped as undecodable when they do not parse) and

@@ -50,6 +50,10 @@ TrainingDataSettings TrainingDataSettings::from_config(Config& cfg, const std::s
   s.workers = int(cfg.get_int("data.workers", s.workers, 1, 256));
   s.prefetch = cfg.get_int("data.prefetch", s.prefetch, 1, 1 << 20);
   s.shuffle_buffer = cfg.get_int("data.shuffle_buffer", s.shuffle_buffer, 1, 1 << 24);
+  s.jpeg_draft = cfg.get_bool("data.jpeg_draft", s.jpeg_draft);
+  if (s.jpeg_draft && s.loader != "stream")
+    fail("{}: data.jpeg_draft = true applies to the streaming loader; set data.loader = \"stream\" or drop "
+         "data.jpeg_draft", cfg.source());
   if (s.needs_pairs() && s.pairs.empty())
     fail("{}: train.data = {} needs text-image pairs: set data.pairs to WebDataset shards with captions",
          cfg.source(), data);
@@ -147,6 +151,7 @@ class StreamData : public TrainingData {
     o.workers = s.workers;
     o.prefetch = s.prefetch;
     o.shuffle_buffer = s.shuffle_buffer;
+    o.jpeg_draft = s.jpeg_draft;
     o.rank = s.rank;
     o.world_size = s.world_size;
     o.features = s.cached;

@@ -33,10 +33,11 @@ struct TrainingDataSettings {
   int workers = 1;              // data.workers: decode threads (stream)
   int64_t prefetch = 64;        // data.prefetch: samples decoded ahead (stream)
   int64_t shuffle_buffer = 1000;  // data.shuffle_buffer (stream)
+  bool jpeg_draft = false;        // data.jpeg_draft (stream): large JPEGs decode at reduced scale (data/image_pool.h)
   int rank = 0, world_size = 1;   // data-parallel position (stream: ranks read disjoint shards)
   bool cached = false;            // the sources read are feature caches (is_feature_cache)
 
-  // data.loader, data.workers, data.prefetch, data.shuffle_buffer, data.images, data.pairs; `data` is train.data.
+  // data.loader, data.workers, data.prefetch, data.shuffle_buffer, data.jpeg_draft, data.images, data.pairs; `data` is train.data.
   // Fails naming the key when the data the stage needs is not set, when a feature cache is given to the memory
   // loader, or when one source is a cache and the other images.
   static TrainingDataSettings from_config(Config& cfg, const std::string& data);

@@ -267,3 +267,36 @@ def test_shorter_side_resize_center_crop_matches_torchvision_rules(tmp_path, fil
         for p in paths:
             ref = torchvision_resize_center_crop(Image.open(p), size, FILTERS[filt])
             assert max_diff(got[p], ref) == 0, (p, size, filt)
+
+
+def test_jpeg_draft_matches_pillow_draft(tmp_path):
+    """`--jpeg-draft` (the loader's data.jpeg_draft) decodes a JPEG at 1/2, 1/4 or 1/8 scale in libjpeg's DCT domain
+    exactly as Pillow's Image.draft(mode, (n, n)) does, before the same resize and centre crop; images under twice
+    the size decode whole. Sizes straddle the scale thresholds (511 vs 512 for n = 128: Pillow picks 1/2 and 1/4)."""
+    d = tmp_path / "src"
+    d.mkdir()
+    paths = []
+    for i, (w, h) in enumerate([(512, 512), (511, 700), (640, 480), (1023, 767), (333, 501), (200, 150)]):
+        mode = "L" if i == 3 else "RGB"
+        p = d / f"{i}_{w}x{h}.jpg"
+        pil_image(smooth(h, w, 1 if mode == "L" else 3, phase=i), mode).save(p, quality=90)
+        paths.append(str(p))
+    rotated = d / "6_rot.jpg"  # EXIF orientation 6: the draft scales before the transpose
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pil_image(smooth(480, 640, 3), "RGB").save(rotated, quality=90, exif=exif)
+    paths.append(str(rotated))
+    for size in (128, 100):
+        got = convert_all(tmp_path, f"draft{size}", paths, "--center-crop", size, "--jpeg-draft")
+        exact = convert_all(tmp_path, f"exact{size}", paths, "--center-crop", size)
+        scaled = 0
+        for p in paths:
+            im = Image.open(p)
+            before = im.size
+            im.draft(im.mode, (size, size))
+            scaled += im.size != before
+            ref = torchvision_resize_center_crop(ImageOps.exif_transpose(im), size, Image.BICUBIC)
+            assert max_diff(got[p], ref) <= 1, (p, size, before, im.size)  # 1/255: Pillow bundles its libjpeg
+            if im.size != before:
+                assert max_diff(got[p], exact[p]) > 0, p  # the draft really ran
+        assert scaled >= 5, scaled
