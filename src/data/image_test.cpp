@@ -13,6 +13,8 @@
 
 #include <cstdio>  // jpeglib.h needs FILE first
 #include <jpeglib.h>
+#include <webp/demux.h>
+#include <webp/encode.h>
 #include <zlib.h>  // crc32, to forge a PNG header
 
 using namespace iomm;
@@ -217,6 +219,33 @@ TEST(ImageDecode, JpegDraftDecodesAtReducedScaleCloseToTheExactPath) {
   EXPECT_EQ(std::make_pair(o.width, o.height), std::make_pair(251, 167));
   const auto png = encode_png(smooth_image(512, 384));
   EXPECT_EQ(decode_image_bytes(png.data(), png.size(), "x.png", 128).width, 512);
+}
+
+TEST(ImageDecode, StillWebPFastPathEqualsTheAnimationDecoder) {
+  const Image src = smooth_image(96, 64);
+  for (bool lossless : {false, true}) {
+    uint8_t* enc = nullptr;
+    const int stride = int(src.row_bytes());
+    const size_t n = lossless ? WebPEncodeLosslessRGB(src.pixels.data(), src.width, src.height, stride, &enc)
+                              : WebPEncodeRGB(src.pixels.data(), src.width, src.height, stride, 80, &enc);
+    ASSERT_GT(n, 0u);
+    const std::vector<uint8_t> bytes(enc, enc + n);
+    WebPFree(enc);
+    // What Pillow does for every WebP: the first frame of WebPAnimDecoder, RGBA, alpha dropped for an RGB file.
+    WebPData wd{bytes.data(), bytes.size()};
+    WebPAnimDecoderOptions o;
+    ASSERT_TRUE(WebPAnimDecoderOptionsInit(&o));
+    o.color_mode = MODE_RGBA;
+    WebPAnimDecoder* dec = WebPAnimDecoderNew(&wd, &o);
+    ASSERT_NE(dec, nullptr);
+    uint8_t* rgba = nullptr;
+    int ts = 0;
+    ASSERT_TRUE(WebPAnimDecoderGetNext(dec, &rgba, &ts));
+    Image ref(src.width, src.height, 3);
+    for (size_t i = 0; i < size_t(src.width) * src.height; ++i) std::memcpy(&ref.pixels[3 * i], rgba + 4 * i, 3);
+    WebPAnimDecoderDelete(dec);
+    EXPECT_EQ(decode_image_bytes(bytes.data(), bytes.size(), "x.webp"), ref) << (lossless ? "lossless" : "lossy");
+  }
 }
 
 TEST(ImageDecode, GarbageAfterJpegSignatureIsAnError) {
