@@ -75,6 +75,10 @@ Resample parse_resample(const std::string& name);  // "nearest" | "bilinear" | "
 // Pillow 13). RGBA is
 // premultiplied around the filter like Pillow (RGBA -> RGBa -> RGBA). Bit-exact with Pillow.
 Image resize(const Image& img, int width, int height, Resample filter);
+// The window [x0, x0 + cw) × [y0, y0 + ch) of resize(img, width, height, filter), computing only that window:
+// bit-identical to cropping the full result, and cheaper when the crop is much smaller (a centre crop of a
+// non-square photo).
+Image resize_window(const Image& img, int width, int height, Resample filter, int x0, int y0, int cw, int ch);
 
 // torchvision CenterCrop((h, w)): offsets round((H - h) / 2) with Python's half-to-even rounding; a crop
 // larger than the image is zero-padded first, as torchvision does.

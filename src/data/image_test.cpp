@@ -334,6 +334,28 @@ TEST(ImageResize, KnownSmallCasesFromPillow) {
   EXPECT_EQ(std::vector<uint8_t>(out.pixels.begin(), out.pixels.begin() + 4), (std::vector<uint8_t>{99, 49, 199, 128}));
 }
 
+TEST(ImageResize, WindowEqualsTheCropOfTheFullResize) {
+  std::mt19937 rng(5);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int trial = 0; trial < 60; ++trial) {
+    const int c = std::vector<int>{1, 3, 4}[trial % 3];
+    const Image img = random_image(pick(1, 40), pick(1, 40), c, 900 + trial);
+    const int w = pick(1, 50), h = pick(1, 50);
+    const int cw = pick(1, w), ch = pick(1, h), x0 = pick(0, w - cw), y0 = pick(0, h - ch);
+    for (Resample f : {Resample::Nearest, Resample::Bilinear, Resample::Bicubic}) {
+      const Image full = resize(img, w, h, f);
+      Image crop(cw, ch, c);
+      for (int y = 0; y < ch; ++y)
+        for (int x = 0; x < cw; ++x)
+          for (int k = 0; k < c; ++k) crop.at(x, y, k) = full.at(x0 + x, y0 + y, k);
+      ASSERT_EQ(resize_window(img, w, h, f, x0, y0, cw, ch), crop)
+          << img.width << "x" << img.height << " -> " << w << "x" << h << " window " << cw << "x" << ch << "+" << x0
+          << "+" << y0 << " filter " << int(f) << " channels " << c;
+    }
+  }
+  EXPECT_THROW(resize_window(random_image(8, 8, 3, 1), 4, 4, Resample::Bicubic, 2, 0, 3, 4), Error);
+}
+
 TEST(ImageCrop, CenterCropUsesHalfToEvenOffsets) {
   Image img(5, 5, 1);
   for (int i = 0; i < 25; ++i) img.pixels[i] = static_cast<uint8_t>(i);

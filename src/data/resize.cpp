@@ -111,6 +111,24 @@ Image resample_horizontal(const Image& in, int out_w, const Coeffs& c) {
   return out;
 }
 
+// Output positions [from, from + n) of `c`.
+Coeffs window(const Coeffs& c, int from, int n) {
+  Coeffs w;
+  w.ksize = c.ksize;
+  w.first.assign(c.first.begin() + from, c.first.begin() + from + n);
+  w.count.assign(c.count.begin() + from, c.count.begin() + from + n);
+  w.weights.assign(c.weights.begin() + ptrdiff_t(from) * c.ksize, c.weights.begin() + ptrdiff_t(from + n) * c.ksize);
+  return w;
+}
+
+Image crop_window(Image&& img, int x0, int y0, int w, int h) {
+  if (x0 == 0 && y0 == 0 && w == img.width && h == img.height) return std::move(img);
+  Image out(w, h, img.channels);
+  for (int y = 0; y < h; ++y)
+    std::memcpy(out.row(y), img.row(y + y0) + static_cast<size_t>(x0) * img.channels, out.row_bytes());
+  return out;
+}
+
 Image resample_vertical(const Image& in, int out_h, const Coeffs& c) {
   Image out(in.width, out_h, in.channels);
   const size_t rb = in.row_bytes();
@@ -176,10 +194,16 @@ void unpremultiply(Image& img) {
 }  // namespace
 
 Image resize(const Image& img, int width, int height, Resample filter) {
+  return resize_window(img, width, height, filter, 0, 0, width, height);
+}
+
+Image resize_window(const Image& img, int width, int height, Resample filter, int x0, int y0, int cw, int ch) {
   if (img.empty()) fail("resize: empty input image");
   if (width <= 0 || height <= 0) fail("resize: target size {}x{} must be positive", width, height);
-  if (width == img.width && height == img.height) return img;
-  if (filter == Resample::Nearest) return resize_nearest(img, width, height);
+  if (x0 < 0 || y0 < 0 || cw <= 0 || ch <= 0 || x0 + cw > width || y0 + ch > height)
+    fail("resize: window {}x{} at ({}, {}) is not inside the {}x{} result", cw, ch, x0, y0, width, height);
+  if (width == img.width && height == img.height) return crop_window(Image(img), x0, y0, cw, ch);
+  if (filter == Resample::Nearest) return crop_window(resize_nearest(img, width, height), x0, y0, cw, ch);
   bool alpha = img.channels == 4;
   Image cur = alpha ? premultiply(img) : img;
   // Two 8-bit passes, each skipped when its axis keeps its size. The pass order changes the rounding, so it
@@ -187,11 +211,18 @@ Image resize(const Image& img, int width, int height, Resample filter) {
   // does (found by experiment against Pillow 13.0: no mismatch over thousands of size combinations), else
   // horizontal first.
   bool vertical_first = height < img.height && (img.height - height) > 2 * (img.width - width);
+  // Each pass computes only the window's outputs (an output depends on its own coefficients alone, so this is
+  // exactly the crop of the full result); an axis that keeps its size is cropped at the end.
+  bool x_done = false, y_done = false;
   auto horizontal = [&] {
-    if (width != cur.width) cur = resample_horizontal(cur, width, precompute_coeffs(cur.width, width, filter));
+    if (width == img.width) return;
+    cur = resample_horizontal(cur, cw, window(precompute_coeffs(img.width, width, filter), x0, cw));
+    x_done = true;
   };
   auto vertical = [&] {
-    if (height != cur.height) cur = resample_vertical(cur, height, precompute_coeffs(cur.height, height, filter));
+    if (height == img.height) return;
+    cur = resample_vertical(cur, ch, window(precompute_coeffs(img.height, height, filter), y0, ch));
+    y_done = true;
   };
   if (vertical_first) {
     vertical();
@@ -201,7 +232,7 @@ Image resize(const Image& img, int width, int height, Resample filter) {
     vertical();
   }
   if (alpha) unpremultiply(cur);
-  return cur;
+  return crop_window(std::move(cur), x_done ? 0 : x0, y_done ? 0 : y0, cw, ch);
 }
 
 Image center_crop(const Image& img, int width, int height) {
@@ -235,7 +266,10 @@ Image resize_shorter_side_center_crop(const Image& img, int size, Resample filte
   int new_long = static_cast<int>(static_cast<double>(static_cast<int64_t>(size) * longer) / shorter);
   int w = img.width <= img.height ? size : new_long;
   int h = img.width <= img.height ? new_long : size;
-  return center_crop(resize(img, w, h, filter), size, size);
+  // center_crop's offsets (w, h >= size here: no padding), and only that window is resampled.
+  int top = static_cast<int>(std::nearbyint((h - size) / 2.0));
+  int left = static_cast<int>(std::nearbyint((w - size) / 2.0));
+  return resize_window(img, w, h, filter, left, top, size, size);
 }
 
 }  // namespace iomm
