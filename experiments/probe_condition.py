@@ -10,8 +10,11 @@ other 25% (split by prompt, so a test scene's prompt was never seen). Targets:
   - every scene: which shape classes / colours are present (mean balanced accuracy over classes), object count
     (exact after rounding), 4×4 occupancy of object boxes (accuracy per cell, and the majority baseline).
 The raw pixels are probed the same way as a reference (what a linear read-out of the input itself gives).
+The ViT tokens and the query states are also probed mean-pooled over their tokens (a position-free read-out).
+--control adds a positive control: log|FFT2| of each input's foreground mask (not background grey), a translation-
+invariant shape feature without colour; it should read shapes (and not colours) if the probe set-up can at all.
 
-Usage: python3 experiments/probe_condition.py DIR [--json OUT.json]
+Usage: python3 experiments/probe_condition.py DIR [--json OUT.json] [--control]
 """
 import argparse
 import json
@@ -176,6 +179,7 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--control", action="store_true", help="add the |FFT| foreground-mask shape feature")
     a = ap.parse_args()
     d = pathlib.Path(a.dir)
     feats = load_file(str(d / "features.safetensors"))
@@ -190,9 +194,15 @@ def main():
     sets = {
         "pixels (reference)": pixels,
         "vit_tokens (c_img)": feats["vit_tokens"].reshape(len(scenes), -1),
+        "vit_tokens mean-pooled": feats["vit_tokens"].mean(1),
         "query_states (h)": feats["query_states"].reshape(len(scenes), -1),
         "query_states mean-pooled": feats["query_states"].mean(1),
     }
+    if a.control:
+        masks = [np.abs(p.reshape(s["scene"]["size"], s["scene"]["size"], 3) - np.array(s["scene"]["background"]) / 255.0).sum(-1) > 0.15
+                 for p, s in zip(pixels, scenes)]
+        sets["control: |FFT| of mask"] = np.stack([np.log1p(np.abs(np.fft.rfft2(m.astype(np.float64)))).reshape(-1)
+                                                   for m in masks])
     results = {name: probe(x.astype(np.float64), scenes, train, test) for name, x in sets.items()}
     results["_n"] = {"train": len(train), "test": len(test), "split_seed": a.seed}
     keys = [k for k in results["query_states (h)"]]
