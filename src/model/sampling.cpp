@@ -13,7 +13,7 @@ namespace iomm {
 Condition IommModel::condition(const std::vector<ConditionInput>& conds, bool mim, at::Generator* gen,
                                const at::Tensor& keep) {
   auto cond = conditioner_->forward(conds, mim, gen, keep);
-  cond.h = cond.h.to(generator_->module().parameters().front().scalar_type());  // from a bf16 frozen MLLM
+  cond.h = cond.h.to(dtype_from_name(config_.dtype));  // the generator's dtype; the frozen MLLM may be bf16
   return cond;
 }
 
