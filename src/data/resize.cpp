@@ -121,12 +121,16 @@ Coeffs window(const Coeffs& c, int from, int n) {
   return w;
 }
 
-Image crop_window(Image&& img, int x0, int y0, int w, int h) {
-  if (x0 == 0 && y0 == 0 && w == img.width && h == img.height) return std::move(img);
+Image crop_window(const Image& img, int x0, int y0, int w, int h) {
   Image out(w, h, img.channels);
   for (int y = 0; y < h; ++y)
     std::memcpy(out.row(y), img.row(y + y0) + static_cast<size_t>(x0) * img.channels, out.row_bytes());
   return out;
+}
+
+Image crop_window(Image&& img, int x0, int y0, int w, int h) {
+  if (x0 == 0 && y0 == 0 && w == img.width && h == img.height) return std::move(img);
+  return crop_window(static_cast<const Image&>(img), x0, y0, w, h);
 }
 
 Image resample_vertical(const Image& in, int out_h, const Coeffs& c) {
@@ -202,7 +206,7 @@ Image resize_window(const Image& img, int width, int height, Resample filter, in
   if (width <= 0 || height <= 0) fail("resize: target size {}x{} must be positive", width, height);
   if (x0 < 0 || y0 < 0 || cw <= 0 || ch <= 0 || x0 + cw > width || y0 + ch > height)
     fail("resize: window {}x{} at ({}, {}) is not inside the {}x{} result", cw, ch, x0, y0, width, height);
-  if (width == img.width && height == img.height) return crop_window(Image(img), x0, y0, cw, ch);
+  if (width == img.width && height == img.height) return crop_window(img, x0, y0, cw, ch);  // copies the window only
   if (filter == Resample::Nearest) return crop_window(resize_nearest(img, width, height), x0, y0, cw, ch);
   bool alpha = img.channels == 4;
   Image cur = alpha ? premultiply(img) : img;
