@@ -17,6 +17,7 @@
 #include "data/image.h"
 #include "data/image_pool.h"
 #include "apps/generate_geneval.h"
+#include "apps/autoencoder_training.h"
 #include "apps/recon_eval.h"
 #include "model/iomm_model.h"
 #include "report/html_report.h"
@@ -38,7 +39,8 @@ using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // What a STAGE:key=value override (or an experiment file's table) may name.
-constexpr std::array<std::string_view, 5> kOverrideStages = {"understanding", "model", "pretrain", "finetune", "all"};
+constexpr std::array<std::string_view, 6> kOverrideStages = {"understanding", "autoencoder", "model", "pretrain",
+                                                             "finetune",      "all"};
 bool is_override_stage(const std::string& s) {
   return std::find(kOverrideStages.begin(), kOverrideStages.end(), s) != kOverrideStages.end();
 }
@@ -52,11 +54,13 @@ Config stage_config(const DemoOptions& o, const std::vector<std::string>& files,
   for (auto& ov : o.overrides) {
     auto colon = ov.find(':');
     if (colon == std::string::npos)
-      fail("demo --set '{}': write STAGE:key=value with STAGE one of understanding, model, pretrain, finetune, all",
+      fail("demo --set '{}': write STAGE:key=value with STAGE one of understanding, autoencoder, model, pretrain, "
+           "finetune, all",
            ov);
     auto stage = ov.substr(0, colon);
     if (!is_override_stage(stage))
-      fail("demo --set '{}': unknown stage '{}' (understanding, model, pretrain, finetune, all)", ov, stage);
+      fail("demo --set '{}': unknown stage '{}' (understanding, autoencoder, model, pretrain, finetune, all)", ov,
+           stage);
     if (stage == "all" || std::find(stages.begin(), stages.end(), stage) != stages.end()) cfg.set(ov.substr(colon + 1));
   }
   return cfg;
@@ -185,7 +189,9 @@ std::vector<std::string> experiment_overrides(const std::string& path, std::stri
   for (const auto& key : cfg.top_level_keys()) {
     if (key == "name" || key == "description") continue;
     if (!is_override_stage(key))
-      fail("{}: table [{}] is not a stage; use [understanding], [model], [pretrain], [finetune] or [all]", path, key);
+      fail("{}: table [{}] is not a stage; use [understanding], [autoencoder], [model], [pretrain], [finetune] or "
+           "[all]",
+           path, key);
     for (const auto& a : cfg.assignments(key)) out.push_back(key + ":" + a);  // "pretrain:train.data=\"image\""
   }
   if (name) *name = cfg.has("name") ? cfg.get_string("name", "") : std::filesystem::path(path).stem().string();
@@ -193,6 +199,24 @@ std::vector<std::string> experiment_overrides(const std::string& path, std::stri
 }
 
 namespace {
+
+// Trains the tiny world's autoencoder on the image-only pool when the model config (with the user's overrides) says
+// model.autoencoder = "learned"; returns its model directory, or "" when the config names another autoencoder.
+std::string learned_autoencoder(const DemoOptions& o, const std::string& pool, nlohmann::ordered_json& results,
+                                nlohmann::ordered_json& timings) {
+  auto probe = stage_config(o, {"iomm-tiny.toml"}, {}, {"model"});
+  if (probe.get_string("model.autoencoder", "identity") != "learned") return "";
+  auto t = Clock::now();
+  const std::string run = o.out + "/autoencoder";
+  fs::remove_all(run);
+  auto cfg = stage_config(o, {"autoencoder.toml"}, {"data.images=\"" + pool + "\"", fmt::format("train.seed={}", o.seed)},
+                          {"autoencoder"});
+  spdlog::info("2b/6 autoencoder (FLUX AE architecture, trained on the image-only pool) -> {}", run);
+  auto r = train_autoencoder(cfg, run, false);
+  results["autoencoder"] = r.eval;
+  timings["autoencoder_s"] = since(t);
+  return r.model_dir;
+}
 
 // --stages 1: the proxy's report and results.json, then the proxy's ShapesEval as the result.
 double finish_stage1_only(const DemoOptions& o, const ReconScore& recon, nlohmann::ordered_json& results,
@@ -267,12 +291,20 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   results["understanding"] = caption_eval;
   timings["understanding_s"] = since(t);
 
+  // 2b. a learned autoencoder, when the model config asks for one (model.autoencoder = "learned")
+  const std::string ae_dir = learned_autoencoder(o, co.out + "/image", results, timings);
+
   auto prompts = world::builtin_prompts(o.prompts);
   std::vector<std::string> model_sets = {"model.mllm=\"" + mllm_dir + "\""};
+  // After the user's overrides: "learned" is the request, the trained directory its answer.
+  auto with_autoencoder = [&](Config cfg) {
+    if (!ae_dir.empty()) cfg.set("model.autoencoder=\"" + ae_dir + "\"");
+    return cfg;
+  };
   auto sets_for = [&](const std::string& stage, std::vector<std::string> extra) {
     auto s = model_sets;
     s.insert(s.end(), extra.begin(), extra.end());
-    return stage_config(o, {"iomm-tiny.toml", stage + ".toml"}, s, {"model", stage});
+    return with_autoencoder(stage_config(o, {"iomm-tiny.toml", stage + ".toml"}, s, {"model", stage}));
   };
 
   // 3. the untrained generator (the floor), then stage 1
@@ -308,10 +340,11 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   // 4. stage 2
   t = Clock::now();
   fs::remove_all(f_run);
-  auto fcfg = stage_config(o, {"finetune.toml"},
-                           {"train.init_from=\"" + p_run + "\"", "data.images=\"" + co.out + "/image\"",
-                            "data.pairs=\"" + co.out + "/captioned\"", fmt::format("train.seed={}", o.seed + 1)},
-                           {"model", "finetune"});
+  auto fcfg = with_autoencoder(
+      stage_config(o, {"finetune.toml"},
+                   {"train.init_from=\"" + p_run + "\"", "data.images=\"" + co.out + "/image\"",
+                    "data.pairs=\"" + co.out + "/captioned\"", fmt::format("train.seed={}", o.seed + 1)},
+                   {"model", "finetune"}));
   const auto f_label = stage_label(2, fcfg);
   spdlog::info("4/6 {}: fine-tuning from stage 1 -> {}", f_label, f_run);
   auto fr = train_generator(fcfg, f_run, false);

@@ -1,5 +1,6 @@
 #include "apps/tiny_world_demo.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -39,6 +40,22 @@ Config applied(const std::vector<std::string>& overrides, const std::string& sta
   for (auto& o : overrides)
     if (o.rfind(stage + ":", 0) == 0) cfg.set(o.substr(stage.size() + 1));
   return cfg;
+}
+
+// Design candidates (experiments/designs/) parse too; the learned-autoencoder design asks the demo for its phase.
+TEST(ExperimentOverrides, DesignCandidatesParse) {
+  int files = 0;
+  for (auto& e : fs::directory_iterator(kExperiments + "/designs")) {
+    if (e.path().extension() != ".toml") continue;
+    ++files;
+    std::string name;
+    EXPECT_FALSE(experiment_overrides(e.path().string(), &name).empty()) << e.path();
+    EXPECT_EQ(name, e.path().stem().string()) << e.path();
+  }
+  EXPECT_GE(files, 1);
+  auto ov = experiment_overrides(kExperiments + "/designs/latent-ae.toml");
+  auto applied_model = applied(ov, "model");
+  EXPECT_EQ(applied_model.get_string("model.autoencoder", ""), "learned") << ov.size() << " overrides";
 }
 
 TEST(ExperimentOverrides, RecipeAndMaskFilesSetWhatTheyName) {

@@ -1,5 +1,6 @@
 // `iomm train --config FILE... [--set key=value]... --out RUN [--resume]`: runs the training stage named by
-// `train.stage` — `understanding` (the tiny world's captioning MLLM, apps/understanding.h), `pretrain` or
+// `train.stage` — `understanding` (the tiny world's captioning MLLM, apps/understanding.h), `autoencoder` (its learned
+// autoencoder, apps/autoencoder_training.h), `pretrain` or
 // `finetune` (the IOMM generator).
 #include <memory>
 
@@ -9,6 +10,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "train/generator_trainer.h"
+#include "apps/autoencoder_training.h"
 #include "apps/understanding.h"
 
 namespace {
@@ -23,10 +25,18 @@ int run(const Args& a) {
   iomm::Config cfg = a.config.load();
   if (!cfg.has("train.stage"))
     iomm::fail("{}: train.stage is not set, so there is nothing to train; set it to one of: understanding (the tiny "
-               "world's captioning MLLM, configs/world/understanding.toml), pretrain (stage 1, image-only, "
+               "world's captioning MLLM, configs/world/understanding.toml), autoencoder (the tiny world's learned "
+               "autoencoder, configs/world/autoencoder.toml), pretrain (stage 1, image-only, "
                "configs/world/pretrain.toml), finetune (stage 2, mixed, configs/world/finetune.toml)",
                cfg.source());
-  const auto stage = cfg.get_choice("train.stage", "", {"understanding", "pretrain", "finetune"});
+  const auto stage = cfg.get_choice("train.stage", "", {"understanding", "autoencoder", "pretrain", "finetune"});
+  if (stage == "autoencoder") {
+    const auto r = iomm::train_autoencoder(cfg, a.out, a.resume);
+    if (r.finished)
+      spdlog::info("train: autoencoder (diffusers AutoencoderKL layout) -> {}; scores -> {}/autoencoder_eval.json",
+                   r.model_dir, a.out);
+    return 0;
+  }
   if (stage == "understanding") {
     const auto r = iomm::train_understanding(cfg, a.out, a.resume);
     if (!r.finished) return 0;

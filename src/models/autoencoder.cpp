@@ -445,6 +445,10 @@ std::string FluxAutoencoder::describe() const {
 std::shared_ptr<Autoencoder> open_autoencoder(const std::string& spec, const std::string& device,
                                               const std::string& dtype) {
   if (spec == "identity" || spec == "pixel") return std::make_shared<IdentityAutoencoder>(3);
+  if (spec == "learned")
+    fail("model.autoencoder = \"learned\" asks `iomm demo` to train the tiny world's autoencoder first "
+         "(configs/world/autoencoder.toml); elsewhere train one with `iomm train --config "
+         "configs/world/autoencoder.toml --out RUN` and set model.autoencoder = \"RUN/model\"");
   return std::make_shared<FluxAutoencoder>(load_flux_ae(spec, device, dtype));
 }
 

@@ -201,7 +201,8 @@ class FluxAutoencoder : public Autoencoder {
   double overlap_ = 0.25;
 };
 
-// `spec` = "identity" (or "pixel") for pixel space, otherwise a path for load_flux_ae.
+// `spec` = "identity" (or "pixel") for pixel space, otherwise a path for load_flux_ae. "learned" is the tiny-world
+// demo's request to train one first (apps/autoencoder_training.h) and is refused here with that advice.
 std::shared_ptr<Autoencoder> open_autoencoder(const std::string& spec, const std::string& device = "cpu",
                                               const std::string& dtype = "float32");
 
