@@ -31,7 +31,7 @@ TEST(ExperimentOverrides, EveryShippedExperimentParses) {
       EXPECT_TRUE(stage == "model" || stage == "pretrain" || stage == "finetune") << o;
     }
   }
-  EXPECT_EQ(files, 13);  // 6 recipes + 3 adapters + 4 mask ratios
+  EXPECT_EQ(files, 14);  // 7 recipes + 3 adapters + 4 mask ratios
 }
 
 // Overrides are TOML assignments: applied to a config they set the values the file names.

@@ -74,6 +74,11 @@ def test_shortened_demo(iomm, tmp_path):
     assert recon["color_iou"] >= MIN_RECON_COLOR_IOU, recon
 
     assert res["understanding"]["token_accuracy"] > 0.2
+    # The zero-shot editing score (apps/edit_eval.h; its scoring is unit-tested in EditEval.*): present and sane.
+    edit = res["edit"]
+    assert edit["cases"] == 64, edit
+    assert all(0.0 <= edit[k] <= 1.0 for k in ("score", "kept", "applied", "control_score")), edit
+    assert (out / "eval" / "edit" / "edits.png").exists()
     html = (out / "report.html").read_text()
     for ref in ("eval/finetune_grid.png", "edits.png", "<svg", "ShapesEval", "reconstruction proxy",
                 "<figcaption>a photo of"):
