@@ -3,8 +3,8 @@
 
     python3 experiments/aggregate.py runs/abl-s0 runs/abl-s1 runs/abl-s2 > table.md
 
-Each argument is one `experiments/run.sh` output (OUT) of one seed; each holds EXPERIMENT/results.json. Rows are the
-experiments present in every folder given. The spread is the sample standard deviation over seeds.
+Each argument is one `experiments/run.sh` output (OUT) of one seed; each holds EXPERIMENT/results.json. A row is an
+experiment present in any folder; its n says in how many. The spread is the sample standard deviation over seeds.
 
 A claim compares two rows by their stage-2 ShapesEval. It is "reproduced" when the paper's better row is ahead by
 more than twice the standard error of the difference of the means (sqrt(s1²/n1 + s2²/n2): about a 95% one-sided
@@ -51,8 +51,7 @@ def load(folders):
                 "cats": {t: cats.get(t, {}).get("score", float("nan")) for t in TAGS},
                 "data": " → ".join(k.split("(", 1)[1].rstrip(")") for k in (k1, k2)),
                 "seconds": j["timings"]["total_s"]})
-    n = len(folders)
-    return {k: v for k, v in runs.items() if len(v) == n}
+    return runs
 
 
 def ms(xs):
@@ -87,13 +86,13 @@ def main():
         sys.exit(__doc__)
     runs = load(folders)
     seeds = sorted({r["seed"] for v in runs.values() for r in v})
-    print(f"Seeds {seeds}; mean ± sample standard deviation over {len(folders)} seeds.\n")
-    print("| experiment | data | " + " | ".join(TAGS) + " | stage 2 overall | stage 1 overall | untrained | edit | edit, instruction alone | seconds |")
-    print("|" + "---|" * (len(TAGS) + 8))
+    print(f"Seeds {seeds} from {len(folders)} folders; mean ± sample standard deviation over the n seeds of each row.\n")
+    print("| experiment | n | data | " + " | ".join(TAGS) + " | stage 2 overall | stage 1 overall | untrained | edit | edit, instruction alone | seconds |")
+    print("|" + "---|" * (len(TAGS) + 9))
     for name in sorted(runs):
         rs = runs[name]
         cats = [fmt([r["cats"][t] for r in rs], 2) for t in TAGS]
-        print(f"| {name} | {rs[0]['data']} | " + " | ".join(cats) + f" | **{fmt([r['stage2'] for r in rs])}** | "
+        print(f"| {name} | {len(rs)} | {rs[0]['data']} | " + " | ".join(cats) + f" | **{fmt([r['stage2'] for r in rs])}** | "
               f"{fmt([r['stage1'] for r in rs])} | {fmt([r['untrained'] for r in rs])} | "
               f"{fmt([r['edit'] for r in rs])} | {fmt([r['edit_control'] for r in rs])} | "
               f"{statistics.fmean(r['seconds'] for r in rs):.0f} |")
@@ -106,6 +105,9 @@ def main():
             continue
         results = [verdict(runs, b, w, equal_ok="not worse" in claim) for b, w in pairs]
         weakest = min((r[0] for r in results), key=order.index)
+        n = min(len(runs[x]) for p in pairs for x in p)
+        if n < 3:
+            weakest = f"inconclusive (n = {n} seeds; reads {weakest})"
         print(f"| {claim} | {weakest} | " + "; ".join(r[1] for r in results) + " |")
     if "adapter-rqa" in runs:
         # Paired by seed: the same model, the same scenes, with and without the reference image.
@@ -113,6 +115,8 @@ def main():
         m, s = ms(d)
         se = s / math.sqrt(len(d))
         v = "reproduced" if m > 2 * se else "not reproduced" if m < -2 * se else "inconclusive"
+        if len(d) < 3:
+            v = f"inconclusive (n = {len(d)} seeds; reads {v})"
         print(f"| zero-shot editing works after image-only pre-training (edit score above the instruction alone) "
               f"| {v} | adapter-rqa edit − instruction alone = {m:+.3f} (2·SE {2 * se:.3f}, paired over seeds) |")
 

@@ -56,6 +56,16 @@ std::string tiny_pool() {
   return dir;
 }
 
+// kTinyAutoencoder's architecture.
+AutoencoderConfig tiny_ae() {
+  AutoencoderConfig c;
+  c.block_out_channels = {16, 32};
+  c.layers_per_block = 1;
+  c.latent_channels = 4;
+  c.norm_num_groups = 8;
+  return c;
+}
+
 Config tiny_config(const std::string& pool) {
   auto cfg = Config::parse(kTinyAutoencoder, "tiny-autoencoder.toml");
   cfg.set("data.images=\"" + pool + "\"");
@@ -68,12 +78,7 @@ TEST(AutoencoderTraining, LearnsHeldOutScenesAndExportsUnitVarianceLatents) {
   const auto pool = tiny_pool();
   auto images = data::load_image_pool(pool, 32, false, 0, false).images.to(torch::kFloat32).div(127.5).sub(1.0);
   torch::manual_seed(0);
-  AutoencoderConfig untrained_cfg;
-  untrained_cfg.block_out_channels = {16, 32};
-  untrained_cfg.layers_per_block = 1;
-  untrained_cfg.latent_channels = 4;
-  untrained_cfg.norm_num_groups = 8;
-  FluxAE untrained(untrained_cfg);
+  FluxAE untrained(tiny_ae());
   const double psnr0 = reconstruction_psnr(*untrained, images.slice(0, 192));  // the 48 held-out images
 
   auto cfg = tiny_config(pool);
@@ -107,12 +112,7 @@ TEST(AutoencoderTraining, LearnsHeldOutScenesAndExportsUnitVarianceLatents) {
 }
 
 TEST(AutoencoderTraining, ACollapsedEncoderHasNoLatentScale) {
-  AutoencoderConfig c;
-  c.block_out_channels = {16, 32};
-  c.layers_per_block = 1;
-  c.latent_channels = 4;
-  c.norm_num_groups = 8;
-  FluxAE m(c);
+  FluxAE m(tiny_ae());
   {
     torch::NoGradGuard no_grad;
     for (auto& p : m->parameters()) p.zero_();
