@@ -1,11 +1,13 @@
 // The main job on the embedded default: IOMM end to end in the tiny world (`iomm demo`, README's `make demo`).
 //   1. corpus (image-only pool + small captioned pool + held-out prompts)
 //   2. the understanding model (tiny InternVL trained by captioning, then frozen) and its caption accuracy
+//   2b. a learned autoencoder (apps/autoencoder_training.h) when the model config says model.autoencoder = "learned"
 //   3. stage 1: image-only pre-training (self-conditioning + MIM)
 //   4. stage 2: fine-tuning on a mix of images and pairs, starting from stage 1
 //   5. ShapesEval on the held-out prompts: untrained generator, stage 1, stage 2 (and the ground truth); and the
 //      stage-1 reconstruction proxy (apps/recon_eval.h): stage 1 redrawing rendered held-out scenes from their
 //      own self-conditions, scored by ShapesEval against each source's metadata and by PSNR
+//   5b. the zero-shot editing score of the stage-2 model (apps/edit_eval.h)
 //   6. OUT/report.html (sample grids per stage, stage-1 reconstructions beside their inputs, loss curves, scores)
 //   7. OUT/results.json
 #pragma once
