@@ -133,7 +133,7 @@ class AutoencoderStage : public TrainStage {
   MicroStep micro_step(int64_t step, int64_t micro, double scale) override {
     auto gen = step_generator(c_.loop.seed, step, micro);
     auto idx = at::randint(train_.size(0), {c_.batch_size}, gen, torch::kLong);
-    auto x = train_.index_select(0, idx).to(torch::kFloat32).div(127.5).sub(1.0);
+    auto x = data::to_model_range(train_.index_select(0, idx));
     auto l = autoencoder_loss(*model_, x, c_.kl_weight, gen);
     (l.total * scale).backward();
     return {l.total.item<double>(), c_.batch_size, {{"mse", {l.mse.item<double>(), 1}}, {"kl", {l.kl.item<double>(), 1}}}};
@@ -143,7 +143,7 @@ class AutoencoderStage : public TrainStage {
     const bool was_training = model_->is_training();
     model_->eval();
     const int64_t n = std::min(c_.stats_samples, train_.size(0));
-    auto stats = measure_latent_stats(*model_, train_.slice(0, 0, n).to(torch::kFloat32).div(127.5).sub(1.0));
+    auto stats = measure_latent_stats(*model_, data::to_model_range(train_.slice(0, 0, n)));
     model_->config.shift_factor = stats.shift;
     model_->config.scaling_factor = stats.scale;
     model_->train(was_training);
@@ -194,7 +194,7 @@ AutoencoderTrainingResult train_autoencoder(Config& cfg, const std::string& run_
 
   // Scored as every consumer loads it: through load_flux_ae and the measured scale and shift.
   auto exported = load_flux_ae(r.model_dir);
-  auto held_out = pool.images.slice(0, n_train).to(torch::kFloat32).div(127.5).sub(1.0);
+  auto held_out = data::to_model_range(pool.images.slice(0, n_train));
   const double psnr = reconstruction_psnr(*exported, held_out);
   r.eval = {{"held_out_psnr_db", psnr},
             {"held_out_images", c.holdout},

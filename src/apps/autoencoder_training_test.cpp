@@ -76,7 +76,7 @@ Config tiny_config(const std::string& pool) {
 // generator is promised (measured scale and shift), loaded the way `model.autoencoder = DIR` loads them.
 TEST(AutoencoderTraining, LearnsHeldOutScenesAndExportsUnitVarianceLatents) {
   const auto pool = tiny_pool();
-  auto images = data::load_image_pool(pool, 32, false, 0, false).images.to(torch::kFloat32).div(127.5).sub(1.0);
+  auto images = data::to_model_range(data::load_image_pool(pool, 32, false, 0, false).images);
   torch::manual_seed(0);
   FluxAE untrained(tiny_ae());
   const double psnr0 = reconstruction_psnr(*untrained, images.slice(0, 192));  // the 48 held-out images

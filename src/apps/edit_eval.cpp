@@ -25,7 +25,8 @@ namespace fs = std::filesystem;
 
 std::vector<EditCase> make_edit_cases(const std::vector<world::PromptSpec>& prompts, int64_t n, uint64_t seed,
                                       int size) {
-  if (prompts.empty()) fail("eval edit: no prompts to draw reference scenes from");
+  if (prompts.empty()) fail("eval edit: no prompts to draw reference scenes from; pass --prompts eval (the built-in held-out set) or a "
+         "non-empty metadata.jsonl");
   if (n < 1) fail("eval edit: the number of cases must be >= 1, got {}", n);
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 77);
   std::vector<EditCase> cases;
