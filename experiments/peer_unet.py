@@ -103,8 +103,8 @@ def velocity(unet, text, x, t, ids):
 
 
 @torch.no_grad()
-def sample(unet, text, words, prompts, steps, cfg, gen):
-    x = torch.randn(len(prompts), 3, 32, 32, generator=gen)
+def sample(unet, text, words, prompts, steps, cfg, noise):
+    x = noise
     cond, null = words.encode(prompts), words.encode([""] * len(prompts))
     ts = torch.linspace(1, 0, steps + 1)
     for i in range(steps):
@@ -113,6 +113,31 @@ def sample(unet, text, words, prompts, steps, cfg, gen):
         vc, vu = v.chunk(2)
         x = x + (ts[i + 1] - ts[i]) * (vu + cfg * (vc - vu))
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def generate_and_score(unet, text, words, prompts, out, a, batch=64):
+    """Samples every prompt (GenEval's layout under OUT/samples), scores it with `iomm eval shapes` when the binary
+    exists. Each prompt's noise comes from its own generator, so batching does not change an image."""
+    unet.eval(), text.eval()
+    jobs = []
+    for i, p in enumerate(prompts):
+        d = out / "samples" / f"{i:05d}"
+        (d / "samples").mkdir(parents=True, exist_ok=True)
+        (d / "metadata.jsonl").write_text(json.dumps(p) + "\n")
+        noise = torch.randn(a.per_prompt, 3, 32, 32, generator=torch.Generator().manual_seed(a.seed * 100003 + i))
+        jobs += [(d / "samples" / f"{k:04d}.png", p["prompt"], noise[k]) for k in range(a.per_prompt)]
+    for b in range(0, len(jobs), batch):
+        chunk = jobs[b : b + batch]
+        imgs = sample(unet, text, words, [j[1] for j in chunk], a.steps, a.cfg, torch.stack([j[2] for j in chunk]))
+        for (path, _, _), img in zip(chunk, imgs):
+            Image.fromarray(img).save(path)
+    unet.train(), text.train()
+    iomm = os.environ.get("IOMM_BIN", "build/iomm")
+    if not os.path.exists(iomm):
+        return None
+    subprocess.run([iomm, "eval", "shapes", "--images", str(out / "samples"), "--out", str(out / "shapes.json"),
+                    "--grid", str(out / "grid.png")], check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / "shapes.json").read_text())["overall"]
 
 
 def main():
@@ -126,6 +151,9 @@ def main():
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--cfg", type=float, default=5.0)
     ap.add_argument("--prompts", default="eval", help="prompt set under WORLD/prompts (eval | eval-small)")
+    ap.add_argument("--eval-every", type=float, default=0.0,
+                    help="also sample and score every this many seconds of training (OUT/at-<s>s/; the training "
+                         "clock stops while it samples): the learning curve of a long run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -143,8 +171,10 @@ def main():
     gen = torch.Generator().manual_seed(a.seed)
     print(f"peer: U-Net + text encoder {n_params / 1e6:.2f}M params, {len(images)} captioned images, "
           f"{a.seconds:.0f} s of training", flush=True)
-    t0, step, losses = time.time(), 0, []
-    while time.time() - t0 < a.seconds:
+    train_s, step, losses, curve = 0.0, 0, [], []
+    next_eval = a.eval_every if a.eval_every > 0 else float("inf")
+    t0 = time.time()
+    while train_s < a.seconds:
         idx = torch.randint(len(images), (32,), generator=gen)
         x0, ids = x_all[idx], ids_all[idx].clone()
         ids[torch.rand(32, generator=gen) < 0.1] = null_ids[0]
@@ -158,30 +188,28 @@ def main():
         opt.step()
         losses.append(loss.item())
         step += 1
+        train_s = time.time() - t0
         if step % 50 == 0:
-            el = time.time() - t0
-            print(f"step {step}  loss {np.mean(losses[-50:]):.4f}  {32 * step / el:.1f} samples/s  {el:.0f} s",
-                  flush=True)
-    train_s = time.time() - t0
-    unet.eval(), text.eval()
+            print(f"step {step}  loss {np.mean(losses[-50:]):.4f}  {32 * step / train_s:.1f} samples/s  "
+                  f"{train_s:.0f} s", flush=True)
+        if train_s >= next_eval and train_s < a.seconds:
+            score = generate_and_score(unet, text, words, prompts, out / f"at-{int(next_eval)}s", a)
+            curve.append({"train_seconds": train_s, "steps": step, "loss": float(np.mean(losses[-50:])),
+                          "shapes_eval": score})
+            print(f"at {train_s:.0f} s of training ({step} steps): ShapesEval {score}", flush=True)
+            next_eval += a.eval_every
+            t0 = time.time() - train_s  # the clock counts training only
     t1 = time.time()
-    for i, p in enumerate(prompts):
-        d = out / "samples" / f"{i:05d}"
-        (d / "samples").mkdir(parents=True, exist_ok=True)
-        (d / "metadata.jsonl").write_text(json.dumps(p) + "\n")
-        imgs = sample(unet, text, words, [p["prompt"]] * a.per_prompt, a.steps, a.cfg,
-                      torch.Generator().manual_seed(a.seed * 100003 + i))
-        for k, img in enumerate(imgs):
-            Image.fromarray(img).save(d / "samples" / f"{k:04d}.png")
+    score = generate_and_score(unet, text, words, prompts, out, a)
     result = {"params": n_params, "steps": step, "batch": 32, "train_seconds": train_s,
               "samples_per_second": 32 * step / train_s, "final_loss": float(np.mean(losses[-50:])),
               "sample_seconds": time.time() - t1, "prompts": len(prompts), "per_prompt": a.per_prompt,
               "sampler": {"steps": a.steps, "cfg": a.cfg}, "seed": a.seed, "threads": a.threads}
-    iomm = os.environ.get("IOMM_BIN", "build/iomm")
-    if os.path.exists(iomm):
-        subprocess.run([iomm, "eval", "shapes", "--images", str(out / "samples"), "--out", str(out / "shapes.json"),
-                        "--grid", str(out / "grid.png")], check=True)
-        result["shapes_eval"] = json.loads((out / "shapes.json").read_text())["overall"]
+    if score is not None:
+        result["shapes_eval"] = score
+    if curve:
+        result["curve"] = curve + [{"train_seconds": train_s, "steps": step, "loss": result["final_loss"],
+                                    "shapes_eval": score}]
     (out / "peer.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -40,12 +40,22 @@ GeneratorConfig GeneratorConfig::from_config(Config& cfg, const std::string& pre
   } else {
     c.mmdit = MMDiTConfig::from_config(cfg, prefix, context_dim);
     key = "context_in_dim";
+    if (c.mmdit.vec_in_dim != 0 && c.mmdit.vec_in_dim != context_dim)
+      fail("{}: {}.vec_in_dim = {}; IOMM feeds the MM-DiT's pooled vector the mean of the MLLM's hidden states "
+           "(width {}), so set it to {} or remove the key (0: no pooled vector, the paper's set-up)",
+           cfg.source(), prefix, c.mmdit.vec_in_dim, context_dim, context_dim);
   }
   if (c.context_dim() != context_dim)
     fail("{}: {}.{} = {} but the MLLM has width {}; the generator reads the MLLM's hidden states, so remove the "
          "key or set it to {}",
          cfg.source(), prefix, key, c.context_dim(), context_dim, context_dim);
   return c;
+}
+
+at::Tensor pooled_condition(const at::Tensor& h, const at::Tensor& h_mask) {
+  if (!h_mask.defined()) return h.mean(1);
+  auto m = h_mask.to(h.scalar_type()).unsqueeze(-1);
+  return (h * m).sum(1) / m.sum(1).clamp_min(1.0);
 }
 
 namespace {
@@ -70,6 +80,7 @@ class MMDiTGenerator : public Generator {
     in.txt_ids = torch::zeros({h.size(1), 3}, torch::TensorOptions().device(x.device()));
     in.timesteps = t.to(x.device(), x.scalar_type());
     in.txt_mask = h_mask;
+    if (config_.mmdit.vec_in_dim > 0) in.y = pooled_condition(in.txt, h_mask);
     auto out = net_->forward(in);
     if (!head_) return out;
     int64_t p = config_.mmdit.patch_size;

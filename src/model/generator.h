@@ -31,6 +31,9 @@ struct GeneratorConfig {
   // Width of a convolutional detail head after the MM-DiT (models/detail_head.h); 0 = none, the paper's
   // architecture. A tiny-world option: a DiT on 4x4 pixel patches learns edges slowly without it.
   int64_t detail_head_channels = 0;
+  // The MM-DiT's pooled vector (FLUX's vector_in, mmdit.vec_in_dim) is fed the mean of the condition states over
+  // their valid tokens when mmdit.vec_in_dim equals the MLLM's width; 0 (the default, the paper's set-up) = none.
+  // A tiny-world option: the condition then also reaches every block through adaLN, not only through attention.
 
   int64_t latent_channels() const;
   int64_t patch_size() const;
@@ -63,6 +66,10 @@ class Generator {
   explicit Generator(GeneratorConfig c) : config_(std::move(c)) {}
   GeneratorConfig config_;
 };
+
+// The mean of h [B, L, D] over the tokens h_mask [B, L] marks (all when undefined) -> [B, D]; a row without a
+// valid token gives zeros. What a generator with a pooled vector (GeneratorConfig's vec_in_dim) reads.
+at::Tensor pooled_condition(const at::Tensor& h, const at::Tensor& h_mask);
 
 // A generator of `config`'s architecture with uninitialised parameters on `device` in `dtype`.
 std::unique_ptr<Generator> make_generator(const GeneratorConfig& config, const std::string& device,

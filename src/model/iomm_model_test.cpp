@@ -1,5 +1,6 @@
 #include "model/iomm_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -9,6 +10,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "model/generator.h"
 #include "testing/tiny_fixtures.h"
 #include "testing/tiny_model_config.h"
 
@@ -112,6 +114,55 @@ TEST(IommModel, ModelDirectoryStoresRelativePathsSoItMovesWithItsMllm) {
   o.steps = 2;
   EXPECT_TRUE(torch::equal(m.generate(conds(), o), back.generate(conds(), o)));
   fs::remove_all(root);
+}
+
+// The tiny world's pooled-condition option: FLUX's vector_in reads the mean of the condition states over their valid
+// tokens, so the condition also modulates every block (adaLN); a saved model keeps it; a width other than the
+// MLLM's is refused with the fix.
+TEST(IommModel, PooledConditionFeedsVectorInTheMaskedMeanOfTheConditionStates) {
+  auto h = torch::arange(24, torch::kFloat).view({2, 3, 4});
+  auto mask = torch::tensor({{1, 1, 0}, {0, 0, 0}}).to(torch::kBool);
+  auto pooled = pooled_condition(h, mask);
+  EXPECT_TRUE(torch::allclose(pooled[0], (h[0][0] + h[0][1]) / 2));  // the padded third token is left out
+  EXPECT_TRUE(torch::equal(pooled[1], torch::zeros({4})));             // no valid token: zeros, not NaN
+  EXPECT_TRUE(torch::allclose(pooled_condition(h, {}), h.mean(1)));
+
+  auto cfg = Config::parse(fixtures::tiny_model_toml());
+  cfg.set("generator.vec_in_dim=32");
+  auto m = IommModel::create(IommModelConfig::from_config(cfg), 6);
+  auto names = m.trainable();
+  auto vec = std::find_if(names.begin(), names.end(),
+                          [](const auto& p) { return p.first == "generator.vector_in.out_layer.weight"; });
+  ASSERT_NE(vec, names.end());
+  {
+    torch::NoGradGuard ng;  // away from adaLN-Zero, so the modulation carries the pooled vector
+    torch::manual_seed(7);
+    for (auto& [name, p] : names) p.add_(torch::randn_like(p) * 0.05);
+  }
+  torch::manual_seed(8);
+  std::vector<ConditionInput> c = {{ConditionKind::text, "a red circle", {}}};
+  auto x = torch::randn({1, 16, 48});
+  auto t = torch::tensor({0.5f});
+  auto a = m.velocity(x, t, m.condition(c));
+  auto dir = fixtures::temp_dir("pooled");
+  m.save(dir);
+  auto back = IommModel::load(dir);
+  EXPECT_TRUE(torch::allclose(back.velocity(x, t, back.condition(c)), a, 1e-6, 1e-6));
+  {
+    torch::NoGradGuard ng;
+    vec->second.zero_();  // cut the pooled path: the output must change
+  }
+  EXPECT_FALSE(torch::allclose(m.velocity(x, t, m.condition(c)), a, 1e-4, 1e-4));
+
+  auto bad = Config::parse(fixtures::tiny_model_toml());
+  bad.set("generator.vec_in_dim=16");
+  try {
+    IommModelConfig::from_config(bad);
+    FAIL() << "a pooled vector narrower than the MLLM was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("vec_in_dim = 16"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("set it to 32"), std::string::npos) << e.what();
+  }
 }
 
 // IOMM-XL's generator (Z-Image's S3-DiT) behind the same model: the objective back-propagates into it and the

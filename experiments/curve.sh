@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The learning curve of a stage of an `iomm demo` run: ShapesEval of every complete checkpoint the stage kept, with
+# the demo's evaluation protocol (the held-out prompts, the same seeds, 16 Euler steps, CFG 5), so the last point
+# equals the demo's own stage score. Run the demo with `--set finetune:train.keep_last=0` (keep every checkpoint) and
+# a `checkpoint_every` of your choice.
+#
+#   bash experiments/curve.sh RUN [STAGE=finetune] [PER_PROMPT=2] [SEED=0] [THREADS=2]
+#
+# Each checkpoint's EMA weights become a model directory by resuming a copy of the stage at its own step count (the
+# loop runs no step, then exports the EMA model as the end of training does), then `iomm generate` + `iomm eval
+# shapes` score it. Writes RUN/curve-STAGE/step-N/{model,samples,shapes.json} and RUN/curve-STAGE.jsonl.
+set -euo pipefail
+RUN=${1:?usage: curve.sh RUN [STAGE] [PER_PROMPT] [SEED] [THREADS]}
+STAGE=${2:-finetune}
+PER_PROMPT=${3:-2}
+SEED=${4:-0}
+THREADS=${5:-2}
+IOMM=${IOMM_BIN:-build/iomm}
+SRC=$RUN/$STAGE
+OUT=$RUN/curve-$STAGE
+[[ -f $SRC/config.toml ]] || { echo "$SRC/config.toml missing: pass the folder of an iomm demo run" >&2; exit 2; }
+PROMPTS=$RUN/world/prompts/eval.jsonl
+[[ -f $PROMPTS ]] || { echo "$PROMPTS missing: the run has no held-out prompt set" >&2; exit 2; }
+mkdir -p "$OUT"
+: > "$OUT.jsonl"
+found=0
+for ck in "$SRC"/checkpoints/step-*; do
+  [[ -f $ck/COMPLETE ]] || { echo "skipping $ck: no COMPLETE marker (an interrupted save)" >&2; continue; }
+  found=$((found + 1))
+  name=$(basename "$ck")
+  step=$((10#${name#step-}))
+  dst=$OUT/$name
+  if [[ ! -f $dst/shapes.json ]]; then
+    rm -rf "$dst" && mkdir -p "$dst/run/checkpoints"
+    cp -r "$ck" "$dst/run/checkpoints/"
+    "$IOMM" train --config "$SRC/config.toml" --set "train.steps=$step" --set "train.threads=$THREADS" \
+      --set train.sample_every=0 --out "$dst/run" --resume > "$dst/export.log" 2>&1
+    mv "$dst/run/model" "$dst/model" && rm -rf "$dst/run"
+    OMP_NUM_THREADS=$THREADS "$IOMM" generate --model "$dst/model" --prompts "$PROMPTS" --per-prompt "$PER_PROMPT" \
+      --steps 16 --cfg 5 --seed $((SEED + 7)) --batch 64 --out "$dst/samples" > "$dst/generate.log" 2>&1
+    "$IOMM" eval shapes --images "$dst/samples" --out "$dst/shapes.json" --grid "$dst/grid.png" > /dev/null
+  fi
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({'step': int(sys.argv[2]), \
+'shapes_eval': d['overall'], 'categories': d['categories']}))" \
+    "$dst/shapes.json" "$step" | tee -a "$OUT.jsonl"
+done
+[[ $found -gt 0 ]] || { echo "$SRC/checkpoints has no complete checkpoint" >&2; exit 1; }
