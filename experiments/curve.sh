@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The learning curve of a stage of an `iomm demo` run: ShapesEval of every complete checkpoint the stage kept, with
 # the demo's evaluation protocol (the held-out prompts, the same seeds, 16 Euler steps, CFG 5), so the last point
-# equals the demo's own stage score. Run the demo with `--set finetune:train.keep_last=0` (keep every checkpoint) and
+# equals the demo's own stage score. Run the demo with `--set finetune:train.keep_last=1000` (keep every checkpoint; 0 is refused) and
 # a `checkpoint_every` of your choice.
 #
 #   bash experiments/curve.sh RUN [STAGE=finetune] [PER_PROMPT=2] [SEED=0] [THREADS=2]

@@ -219,6 +219,25 @@ std::string learned_autoencoder(const DemoOptions& o, const std::string& pool, n
   return r.model_dir;
 }
 
+// Both generator stages' configs, read now as their training will read them: an error in a stage-2 key (or an
+// --experiment's) then stops the demo in its first minutes, not after stage 1. Stage 2 is checked on the model
+// config stage 1 will write (its model keys come from there).
+using StageConfigFn = std::function<Config(const std::string& stage, std::vector<std::string> sets)>;
+
+void check_stage_configs(const DemoOptions& o, const StageConfigFn& sets_for,
+                         const std::vector<std::string>& data_sets) {
+  for (std::string stage : {"pretrain", "finetune"}) {
+    if (stage == "finetune" && o.stages == 1) break;
+    try {
+      check_generator_config(sets_for(stage, data_sets));
+    } catch (const Error& e) {
+      fail("demo: the {} stage's config (configs/world/{}.toml with the --set and --experiment overrides), checked "
+           "before any training: {}",
+           stage, stage, e.what());
+    }
+  }
+}
+
 // --stages 1: the proxy's report and results.json, then the proxy's ShapesEval as the result.
 double finish_stage1_only(const DemoOptions& o, const ReconScore& recon, nlohmann::ordered_json& results,
                           nlohmann::ordered_json& timings, const std::string& p_run, Clock::time_point t0) {
@@ -311,6 +330,9 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   // 3. the untrained generator (the floor), then stage 1
   std::vector<Scored> scores;
   if (o.stages != 1 && o.stages != 2) fail("demo --stages {}: use 1 (stage 1 and its proxy) or 2 (the recipe)", o.stages);
+  const std::vector<std::string> data_sets = {"data.images=\"" + co.out + "/image\"",
+                                              "data.pairs=\"" + co.out + "/captioned\""};
+  check_stage_configs(o, sets_for, data_sets);
   if (o.stages == 2) {
     auto cfg = sets_for("pretrain", {});
     auto mc = IommModelConfig::from_config(cfg);
@@ -321,8 +343,7 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   t = Clock::now();
   std::string p_run = o.out + "/pretrain", f_run = o.out + "/finetune";
   fs::remove_all(p_run);
-  auto pcfg = sets_for("pretrain", {"data.images=\"" + co.out + "/image\"", "data.pairs=\"" + co.out + "/captioned\"",
-                                    fmt::format("train.seed={}", o.seed)});
+  auto pcfg = sets_for("pretrain", {data_sets[0], data_sets[1], fmt::format("train.seed={}", o.seed)});
   const auto p_label = stage_label(1, pcfg);
   spdlog::info("3/6 {}: pre-training -> {}", p_label, p_run);
   auto pr = train_generator(pcfg, p_run, false);

@@ -323,16 +323,40 @@ void check_stage1_mllm(const std::string& init_from, const nlohmann::json& mllm)
   check_same_mllm(recorded, mllm, "the stage-1 model '" + init_from + "'");
 }
 
+// Everything a generator stage reads from its config; unknown keys are refused.
+struct ParsedStage {
+  IommModelConfig mc;
+  StageSettings s;
+  LoopConfig loop;
+  ParallelConfig pc;
+};
+
+ParsedStage parse_stage(Config& cfg) {
+  ParsedStage p;
+  p.mc = IommModelConfig::from_config(cfg);
+  p.s = read_settings(cfg, p.mc.dtype);
+  p.loop = LoopConfig::from_config(cfg, LoopConfig{});
+  p.pc = ParallelConfig::from_config(cfg);
+  cfg.check_unused();
+  return p;
+}
+
 }  // namespace
+
+void check_generator_config(Config cfg) {
+  std::string init_from;
+  Config merged = stage_config(cfg, init_from);
+  parse_stage(merged);
+}
 
 GeneratorTrainResult train_generator(Config& user_cfg, const std::string& run_path, bool resume) {
   std::string init_from;
   Config cfg = stage_config(user_cfg, init_from);
-  auto mc = IommModelConfig::from_config(cfg);
-  auto s = read_settings(cfg, mc.dtype);
-  auto loop = LoopConfig::from_config(cfg, LoopConfig{});
-  auto pc = ParallelConfig::from_config(cfg);
-  cfg.check_unused();
+  auto parsed = parse_stage(cfg);
+  auto& mc = parsed.mc;
+  auto& s = parsed.s;
+  auto& loop = parsed.loop;
+  auto& pc = parsed.pc;
   auto dp = DataParallel::from_environment(mc.device, pc);
   if (dp) s.data_settings.rank = dp->rank(), s.data_settings.world_size = dp->world_size();
   auto run = open_run(run_path, resume, dp.get());

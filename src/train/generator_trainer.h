@@ -32,4 +32,9 @@ std::string train_data(Config& cfg);
 // (a model directory, or a run directory holding model/) the model keys default to that model's.
 GeneratorTrainResult train_generator(Config& cfg, const std::string& run_dir, bool resume);
 
+// Reads `cfg` as train_generator does (the model, the stage's settings, the loop, the parallelism; unknown keys
+// refused) and fails as it would, without training or touching a run directory: a pipeline of stages checks a
+// later stage's config before hours of an earlier one.
+void check_generator_config(Config cfg);
+
 }  // namespace iomm

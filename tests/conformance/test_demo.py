@@ -86,3 +86,17 @@ def test_shortened_demo(iomm, tmp_path):
     recon = sorted((out / "pretrain" / "samples").glob("*-recon.png"))
     assert recon, "stage-1 reconstructions were not written"
     assert (out / "finetune" / "model" / "iomm.toml").exists()
+
+
+def test_demo_refuses_a_bad_stage2_key_before_any_training(iomm, tmp_path):
+    """A stage-2 key that training would refuse stops the demo before stage 1 (measured 2026-12-01: a demo with
+    `--set finetune:train.keep_last=0` used to fail only when stage 2 started, 25 minutes into a long run)."""
+    for bad, says in (("finetune:train.keep_last=0", "train.keep_last"), ("finetune:train.stepz=3", "train.stepz")):
+        out = tmp_path / bad.split(":")[1].split("=")[0]
+        proc = iomm("demo", "--out", out, "--image-only", "64", "--captioned", "64", "--prompts", "eval-small",
+                    "--threads", "1", "--set", "understanding:train.steps=2",
+                    "--set", "understanding:train.eval_samples=4", "--set", bad, check=False, cwd=ROOT, timeout=600)
+        assert proc.returncode != 0, proc.stdout[-2000:]
+        assert "the finetune stage's config" in proc.stderr and says in proc.stderr, proc.stderr[-2000:]
+        assert not (out / "pretrain").exists(), "stage 1 ran before the stage-2 config was checked"
+        assert (out / "understanding").exists()  # the check comes after the phases that make model.mllm
