@@ -8,7 +8,7 @@
 #
 # Each checkpoint's EMA weights become a model directory by resuming a copy of the stage at its own step count (the
 # loop runs no step, then exports the EMA model as the end of training does), then `iomm generate` + `iomm eval
-# shapes` score it. Writes RUN/curve-STAGE/step-N/{model,samples,shapes.json} and RUN/curve-STAGE.jsonl.
+# shapes` score it. Writes RUN/curve-STAGE/step-N/{run/model,samples,shapes.json} and RUN/curve-STAGE.jsonl.
 set -euo pipefail
 RUN=${1:?usage: curve.sh RUN [STAGE] [PER_PROMPT] [SEED] [THREADS]}
 STAGE=${2:-finetune}
@@ -35,8 +35,8 @@ for ck in "$SRC"/checkpoints/step-*; do
     cp -r "$ck" "$dst/run/checkpoints/"
     "$IOMM" train --config "$SRC/config.toml" --set "train.steps=$step" --set "train.threads=$THREADS" \
       --set train.sample_every=0 --out "$dst/run" --resume > "$dst/export.log" 2>&1
-    mv "$dst/run/model" "$dst/model" && rm -rf "$dst/run"
-    OMP_NUM_THREADS=$THREADS "$IOMM" generate --model "$dst/model" --prompts "$PROMPTS" --per-prompt "$PER_PROMPT" \
+    rm -rf "$dst/run/checkpoints"  # the model stays where it was written: its iomm.toml names the MLLM relative to it
+    OMP_NUM_THREADS=$THREADS "$IOMM" generate --model "$dst/run/model" --prompts "$PROMPTS" --per-prompt "$PER_PROMPT" \
       --steps 16 --cfg 5 --seed $((SEED + 7)) --batch 64 --out "$dst/samples" > "$dst/generate.log" 2>&1
     "$IOMM" eval shapes --images "$dst/samples" --out "$dst/shapes.json" --grid "$dst/grid.png" > /dev/null
   fi

@@ -39,6 +39,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// The demo's model config in --configs: the latent design with the pooled condition (its base, iomm-tiny.toml, is
+// the pixel-space model the tools and tests outside the demo use).
+const std::string kDemoModel = "iomm-tiny-latent.toml";
+
 // What a STAGE:key=value override (or an experiment file's table) may name.
 constexpr std::array<std::string_view, 6> kOverrideStages = {"understanding", "autoencoder", "model", "pretrain",
                                                              "finetune",      "all"};
@@ -205,7 +209,7 @@ namespace {
 // model.autoencoder = "learned"; returns its model directory, or "" when the config names another autoencoder.
 std::string learned_autoencoder(const DemoOptions& o, const std::string& pool, nlohmann::ordered_json& results,
                                 nlohmann::ordered_json& timings) {
-  auto probe = stage_config(o, {"iomm-tiny.toml"}, {}, {"model"});
+  auto probe = stage_config(o, {kDemoModel}, {}, {"model"});
   if (probe.get_string("model.autoencoder", "identity") != "learned") return "";
   auto t = Clock::now();
   const std::string run = o.out + "/autoencoder";
@@ -324,7 +328,7 @@ double run_tiny_world_demo(const DemoOptions& opts) {
   auto sets_for = [&](const std::string& stage, std::vector<std::string> extra) {
     auto s = model_sets;
     s.insert(s.end(), extra.begin(), extra.end());
-    return with_autoencoder(stage_config(o, {"iomm-tiny.toml", stage + ".toml"}, s, {"model", stage}));
+    return with_autoencoder(stage_config(o, {kDemoModel, stage + ".toml"}, s, {"model", stage}));
   };
 
   // 3. the untrained generator (the floor), then stage 1

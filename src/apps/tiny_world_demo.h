@@ -21,7 +21,7 @@ class Config;
 
 struct DemoOptions {
   std::string out = "runs/demo";
-  std::string configs;              // directory with understanding/iomm-tiny/pretrain/finetune.toml
+  std::string configs;              // directory with understanding/autoencoder/iomm-tiny(-latent)/pretrain/finetune.toml
   uint64_t seed = 0;
   // 2:1 unlabeled to captioned: pairs stay the minority (the paper's premise) while 4,000 of them keep stage 2
   // from memorising a few hundred (corpus generation costs ~1 s; the understanding model reads its own stream).

@@ -10,8 +10,9 @@ iomm::cli::Register reg{{"demo", "Run the main job on the embedded default: IOMM
     auto a = std::make_shared<iomm::DemoOptions>();
     a->configs = std::string(IOMM_SOURCE_DIR) + "/configs/world";
     app.add_option("--out", a->out, "output directory")->capture_default_str();
-    app.add_option("--configs", a->configs, "directory of the stage configs (understanding, iomm-tiny, pretrain, "
-                                            "finetune .toml and tokenizer.json)")
+    app.add_option("--configs", a->configs, "directory of the stage configs (understanding, autoencoder, "
+                                            "iomm-tiny-latent (on iomm-tiny), pretrain, finetune .toml and "
+                                            "tokenizer.json)")
         ->check(CLI::ExistingDirectory)
         ->capture_default_str();
     app.add_option("--seed", a->seed, "seed of the corpus, the models and the evaluation")->capture_default_str();
