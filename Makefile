@@ -3,8 +3,9 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 PYTHON ?= python3
 DEMO_OUT ?= runs/demo
+DEMO_LONG_OUT ?= runs/demo-long
 
-.PHONY: setup configure build test test-setup test-unit test-conformance demo clean
+.PHONY: setup configure build test test-setup test-unit test-conformance demo demo-long clean
 
 setup:
 	bash scripts/setup.sh
@@ -33,6 +34,12 @@ test: build
 
 demo: build
 	$(BUILD)/iomm demo --out $(DEMO_OUT)
+
+# The same pipeline with a longer budget (configs/world/demo-long.toml), then ShapesEval of every kept stage-2
+# checkpoint: the learning curve in $(DEMO_LONG_OUT)/curve-finetune.jsonl.
+demo-long: build
+	$(BUILD)/iomm demo --experiment configs/world/demo-long.toml --out $(DEMO_LONG_OUT)
+	IOMM_BIN=$(BUILD)/iomm bash experiments/curve.sh $(DEMO_LONG_OUT) finetune
 
 clean:
 	rm -rf $(BUILD)

@@ -56,6 +56,25 @@ TEST(ExperimentOverrides, DesignCandidatesParse) {
   auto ov = experiment_overrides(kExperiments + "/designs/latent-ae.toml");
   auto applied_model = applied(ov, "model");
   EXPECT_EQ(applied_model.get_string("model.autoencoder", ""), "learned") << ov.size() << " overrides";
+  // The old pixel default is one file away: it undoes every key the demo's model adds to iomm-tiny.toml.
+  auto pixel = applied(experiment_overrides(kExperiments + "/designs/pixel.toml"), "model");
+  auto latent = Config::load(std::string(IOMM_SOURCE_DIR) + "/configs/world/iomm-tiny-latent.toml");
+  for (const char* key : {"model.autoencoder", "generator.latent_channels", "generator.patch_size",
+                          "generator.vec_in_dim"}) {
+    EXPECT_TRUE(latent.has(key)) << key;
+    EXPECT_TRUE(pixel.has(key)) << key;
+  }
+}
+
+// `make demo-long` is the demo with longer stages: only stage lengths and checkpointing, no other design.
+TEST(ExperimentOverrides, DemoLongOnlyLengthensTheStages) {
+  std::string name;
+  auto ov = experiment_overrides(std::string(IOMM_SOURCE_DIR) + "/configs/world/demo-long.toml", &name);
+  EXPECT_EQ(name, "demo-long");
+  for (auto& o : ov) EXPECT_TRUE(o.rfind("pretrain:train.", 0) == 0 || o.rfind("finetune:train.", 0) == 0) << o;
+  EXPECT_EQ(applied(ov, "pretrain").get_int("train.steps", 0), 2000);
+  EXPECT_EQ(applied(ov, "finetune").get_int("train.steps", 0), 10000);
+  EXPECT_GE(applied(ov, "finetune").get_int("train.keep_last", 0), 10);  // every 1,000th checkpoint for the curve
 }
 
 TEST(ExperimentOverrides, RecipeAndMaskFilesSetWhatTheyName) {
