@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The learning curve of a stage of an `iomm demo` run: ShapesEval of every complete checkpoint the stage kept, with
 # the demo's evaluation protocol (the held-out prompts, the same seeds, 16 Euler steps, CFG 5), so the last point
-# equals the demo's own stage score. Run the demo with `--set finetune:train.keep_last=1000` (keep every checkpoint; 0 is refused) and
-# a `checkpoint_every` of your choice.
+# equals the demo's own stage score. Run the demo with `--set finetune:train.keep_last=1000` (keep every checkpoint;
+# 0 is refused) and a `checkpoint_every` of your choice, as `make demo-long` does (configs/world/demo-long.toml).
 #
 #   bash experiments/curve.sh RUN [STAGE=finetune] [PER_PROMPT=2] [SEED=0] [THREADS=2]
 #
@@ -34,10 +34,12 @@ for ck in "$SRC"/checkpoints/step-*; do
     rm -rf "$dst" && mkdir -p "$dst/run/checkpoints"
     cp -r "$ck" "$dst/run/checkpoints/"
     "$IOMM" train --config "$SRC/config.toml" --set "train.steps=$step" --set "train.threads=$THREADS" \
-      --set train.sample_every=0 --out "$dst/run" --resume > "$dst/export.log" 2>&1
+      --set train.sample_every=0 --out "$dst/run" --resume > "$dst/export.log" 2>&1 ||
+      { echo "exporting $ck failed; see $dst/export.log" >&2; exit 1; }
     rm -rf "$dst/run/checkpoints"  # the model stays where it was written: its iomm.toml names the MLLM relative to it
     OMP_NUM_THREADS=$THREADS "$IOMM" generate --model "$dst/run/model" --prompts "$PROMPTS" --per-prompt "$PER_PROMPT" \
-      --steps 16 --cfg 5 --seed $((SEED + 7)) --batch 64 --out "$dst/samples" > "$dst/generate.log" 2>&1
+      --steps 16 --cfg 5 --seed $((SEED + 7)) --batch 64 --out "$dst/samples" > "$dst/generate.log" 2>&1 ||
+      { echo "generating with $dst/run/model failed; see $dst/generate.log" >&2; exit 1; }
     "$IOMM" eval shapes --images "$dst/samples" --out "$dst/shapes.json" --grid "$dst/grid.png" > /dev/null
   fi
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({'step': int(sys.argv[2]), \
