@@ -235,9 +235,9 @@ void check_stage_configs(const DemoOptions& o, const StageConfigFn& sets_for,
     try {
       check_generator_config(sets_for(stage, data_sets));
     } catch (const Error& e) {
-      fail("demo: the {} stage's config (configs/world/{}.toml with the --set and --experiment overrides), checked "
-           "before any training: {}",
-           stage, stage, e.what());
+      fail("demo: the {} stage's config ({}/{}.toml with the --set and --experiment overrides), checked before any "
+           "training: {}",
+           stage, o.configs, stage, e.what());
     }
   }
 }
