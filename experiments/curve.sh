@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The learning curve of a stage of an `iomm demo` run: ShapesEval of every complete checkpoint the stage kept, with
-# the demo's evaluation protocol (the held-out prompts, the same seeds, 16 Euler steps, CFG 5), so the last point
+# the demo's evaluation protocol (the held-out prompts, the same seeds, 16 Euler steps, CFG 2 by default), so the last point
 # equals the demo's own stage score. Run the demo with `--set finetune:train.keep_last=1000` (keep every checkpoint;
 # 0 is refused) and a `checkpoint_every` of your choice, as `make demo-long` does (configs/world/demo-long.toml).
 #
@@ -24,9 +24,9 @@ if [[ -f $RUN/results.json ]]; then
   read -r SEED SET PER_PROMPT STEPS CFG < <(python3 -c "import json,sys; o=json.load(open(sys.argv[1]))['options']; \
 print(o['seed'], o['prompts'], o['per_prompt'], o['eval_steps'], o['eval_cfg'])" "$RUN/results.json")
 else
-  SEED=0 SET=eval PER_PROMPT=2 STEPS=16 CFG=5
+  SEED=0 SET=eval PER_PROMPT=2 STEPS=16 CFG=2
   echo "$RUN/results.json not written yet (the run is still going): using the demo's defaults (seed 0, eval," \
-       "2 per prompt, 16 steps, CFG 5)" >&2
+       "2 per prompt, 16 steps, CFG 2)" >&2
 fi
 PROMPTS=$RUN/world/prompts/$SET.jsonl
 [[ -f $PROMPTS ]] || { echo "$PROMPTS missing: the run has no held-out prompt set" >&2; exit 2; }
