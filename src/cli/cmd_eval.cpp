@@ -94,7 +94,7 @@ iomm::cli::Register reg{{"eval", "Evaluate generated images (shapes: ShapesEval 
                  "also write features.safetensors (c_img, query states) + scenes.jsonl for a linear probe");
     auto e = std::make_shared<EditArgs>();
     e->opt.generate.steps = 16;
-    e->opt.generate.cfg_scale = 2.0;  // the demo's evaluation CFG (TinyWorldDemoOptions::eval_cfg)
+    e->opt.generate.cfg_scale = 2.0;  // the demo's evaluation CFG (DemoOptions::eval_cfg, apps/tiny_world_demo.h)
     CLI::App* ed = app.add_subcommand("edit", "Zero-shot editing: recolour held-out scenes by instruction; score kept "
                                               "objects x applied colour, beside the instruction alone");
     ed->add_option("--model", e->model, "IOMM model directory (RUN/model)")->required()->check(CLI::ExistingDirectory);
