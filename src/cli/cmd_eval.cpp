@@ -9,6 +9,7 @@
 
 #include "apps/edit_eval.h"
 #include "apps/recon_eval.h"
+#include "apps/tiny_world_demo.h"
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -75,8 +76,10 @@ iomm::cli::Register reg{{"eval", "Evaluate generated images (shapes: ShapesEval 
     s->add_option("--out", a->out, "results JSON (scores, per-image records)")->required();
     s->add_option("--grid", a->grid, "optional PNG grid, each image framed green (pass) or red (fail)");
     auto r = std::make_shared<ReconArgs>();
-    r->opt.generate.steps = 16;
-    r->opt.generate.cfg_scale = 3.0;  // the stage-1 sample grid's CFG (configs/world/pretrain.toml)
+    // Both defaults are the demo's protocol, so a standalone pass reproduces the demo's numbers.
+    const iomm::DemoOptions demo;
+    r->opt.generate.steps = demo.eval_steps;
+    r->opt.generate.cfg_scale = demo.recon_cfg;
     CLI::App* rc = app.add_subcommand("recon", "The stage-1 reconstruction proxy: redraw rendered held-out scenes "
                                                "from their own self-conditions, score with ShapesEval (each against "
                                                "its source's metadata) and PSNR");
@@ -93,8 +96,8 @@ iomm::cli::Register reg{{"eval", "Evaluate generated images (shapes: ShapesEval 
     rc->add_flag("--features", r->opt.features,
                  "also write features.safetensors (c_img, query states) + scenes.jsonl for a linear probe");
     auto e = std::make_shared<EditArgs>();
-    e->opt.generate.steps = 16;
-    e->opt.generate.cfg_scale = 2.0;  // the demo's evaluation CFG (DemoOptions::eval_cfg, apps/tiny_world_demo.h)
+    e->opt.generate.steps = demo.eval_steps;
+    e->opt.generate.cfg_scale = demo.eval_cfg;
     CLI::App* ed = app.add_subcommand("edit", "Zero-shot editing: recolour held-out scenes by instruction; score kept "
                                               "objects x applied colour, beside the instruction alone");
     ed->add_option("--model", e->model, "IOMM model directory (RUN/model)")->required()->check(CLI::ExistingDirectory);
